@@ -1,0 +1,37 @@
+# Two commands on a fresh machine (Python 3.11): `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: venv demo demo-data test test-fast bench clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+demo-data: venv
+	$(PY) -m data_util.demo --out demo_data --preset small --workers 2
+
+# The demo: synthetic data in the real layout, checked by the data doctor.
+demo: demo-data
+	$(PY) -m ex_stage1 check_data with demo
+	$(PY) -m ex_stage2 check_data with demo
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not integration"
+
+bench: venv
+	$(PY) bench/models.py
+	$(PY) bench/data.py
+	$(PY) bench/eval.py
+
+clean-demo:
+	rm -rf demo_data outputs/demo

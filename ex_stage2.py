@@ -1,0 +1,19 @@
+"""Stage 2: fine-tune transformer + CRNN end to end; store, ensemble and evaluate predictions.
+
+    python -m ex_stage2 with arch=atst_frame t4_wrapper.model_init_id=atst_stage1 [key=value ...]
+    python -m ex_stage2 store_predictions with arch=fpasst pretrained_name=passt_stage2
+    python -m ex_stage2 ensemble_predictions with pretrained_names='("atst_stage2", "passt_stage2")' out_name=ens
+    python -m ex_stage2 eval_predictions with arch=atst_frame pretrained_name=ens
+
+All keys and defaults: ``configs.default_config(2)``; docs/CONFIG.md.
+"""
+from sacred import Experiment
+
+from helpers.experiment import run, setup_experiment
+
+STAGE = 2
+ex = Experiment("dcase24_t4_desed", save_git_info=False)
+setup_experiment(ex, STAGE)
+
+if __name__ == "__main__":
+    run(ex)

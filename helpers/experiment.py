@@ -1,0 +1,81 @@
+"""What both Sacred experiments share: the config tree, named configs, strict key checking, data commands.
+
+``ex_stage1.py`` and ``ex_stage2.py`` create their ``Experiment`` and call ``setup_experiment(ex, stage)``; they
+only add what differs (stage 2's prediction commands).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import configs
+
+log = logging.getLogger(__name__)
+
+
+def dataset_root(config: dict) -> Path:
+    return configs.resolve_dataset_path(config.get("base_path"))
+
+
+def resources_dir(config: dict) -> Path:
+    """Folder with the data-side resources (external-strong splits, exclude lists, impulse responses)."""
+    path = config.get("resources_path")
+    return Path(path).expanduser().resolve() if path else configs.RESOURCES_DIR
+
+
+def setup_experiment(ex, stage: int) -> None:
+    """Add config, named configs, config validation and the data commands to ``ex``."""
+    ex.add_config(configs.default_config(stage))
+    ex.add_named_config("demo", configs.demo_config(stage))
+
+    @ex.config_hook
+    def _validate(config, command_name, logger):
+        try:
+            configs.validate_config(config, stage)
+        except configs.ConfigError as e:
+            if getattr(ex, "exit_on_config_error", False):  # command line: one clean message, no traceback
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+            raise
+        return {}
+
+    ex.capture(_all_sections(configs.default_config(stage)))
+
+    @ex.command(unobserved=True)
+    def check_data(_config):
+        """Print one table of every data set (folder, files found, expected, status); exit non-zero if incomplete."""
+        from data_util import doctor
+
+        return doctor.run_check(dataset_root(_config), resources_dir(_config), stage=stage)
+
+    @ex.command(unobserved=True)
+    def prepare_data(_config, workers: int | None = None):
+        """Resample the 44.1 kHz originals into the missing ``_16k`` folders."""
+        from data_util import prepare
+
+        return prepare.prepare_data(dataset_root(_config), workers=workers)
+
+
+def _all_sections(config: dict):
+    """A captured function taking every top-level key, so that Sacred treats all sections as used.
+
+    Sacred raises its own ``ConfigAddedError`` for a new key only when no captured function takes the key or a parent
+    of it, and lets a typo under a used parent pass as a warning. ``configs.validate_config`` (the config hook above)
+    is the single authority on keys instead: it checks every key at every depth and reports all errors at once.
+    """
+    import inspect
+
+    def config_sections(**sections):
+        return sections
+
+    config_sections.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in config]
+    )
+    return config_sections
+
+
+def run(ex, argv=None) -> None:
+    """Command-line entry point: Sacred's, with our config errors shown as one clear message."""
+    ex.exit_on_config_error = True
+    ex.run_commandline(argv if argv is not None else sys.argv)
