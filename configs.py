@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from data_util.classes import MEDIAN_WINDOWS
+
 REPO_ROOT = Path(__file__).resolve().parent
 RESOURCES_DIR = REPO_ROOT / "resources"
 PRETRAINED_MODELS_DIR = RESOURCES_DIR / "pretrained_models"
@@ -233,7 +235,7 @@ def default_config(stage: int) -> dict:
         ssl_no_class_mask=False,
         include_maestro_ssl=True,
         exclude_maestro_weak_ssl=False,
-        median_window=[3, 9, 9, 5, 5, 5, 9, 7, 11, 9, 7, 3, 9, 13, 7, 1, 13, 3, 13, 7, 5, 5, 1, 13, 17, 13, 15],
+        median_window=list(MEDIAN_WINDOWS),
         filter_augment=dict(apply=1, p=0.8, n_transform=2 if s1 else 1, filter_db_range=(-6, 6),
                             filter_bands=(3, 6), filter_minimum_bandwidth=6),
         time_augment=dict(apply_mask=not s1, apply_shift=False, mask_target="desed_strong", shift_range=0.075,
