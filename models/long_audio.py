@@ -1,0 +1,102 @@
+"""Frame-level SED on recordings of any length: sliding 10 s windows and overlap-add of frame logits.
+
+The SED model sees 10 s clips (156 frames of 64 ms). For a longer recording we run windows that start
+every ``hop_seconds`` (the last one zero-padded to 10 s), and overlap-add each window's strong logits onto
+the recording's own 64 ms frame grid (frame k covers [k·0.064, (k+1)·0.064) s), dividing by the summed
+weights. A window frame that straddles two grid frames (window starts that are not a multiple of 64 ms,
+e.g. a 1 s hop) contributes to both in proportion to the overlap, so nothing is rounded to the grid
+(with hops that are multiples of 64 ms, e.g. 5.12 s, window frames fall exactly on grid frames).
+Recordings of at most 10 s give one window, i.e. the plain model
+output on the zero-padded clip, cut to the clip's own frame count.
+
+This is our method for inference on long files (the reference re-assembles MAESTRO's pre-cut chunks at
+1 s segment resolution in its evaluation code instead; see ``helpers`` for that).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 10.0
+MEL_HOP = 256  # samples per CNN mel frame
+NET_POOLING = 4  # CNN time pooling: one output frame per 4 mel frames
+FRAME_HOP_SAMPLES = MEL_HOP * NET_POOLING  # 1024 samples = 64 ms
+
+
+def num_output_frames(num_samples: int) -> int:
+    """Output frames the CNN yields for ``num_samples`` (156 for 10 s): mel frames (centred) // pooling."""
+    return (1 + num_samples // MEL_HOP) // NET_POOLING
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Window start samples: 0, hop, 2·hop, … until a window reaches the end (at least one window)."""
+    if num_samples <= window:
+        return [0]
+    n_windows = math.ceil((num_samples - window) / hop) + 1
+    return [i * hop for i in range(n_windows)]
+
+
+@torch.no_grad()
+def predict_long(
+    model: nn.Module,
+    cnn_frontend: nn.Module,
+    transformer_frontend: nn.Module,
+    wav: torch.Tensor,
+    hop_seconds: float,
+    *,
+    window_seconds: float = WINDOW_SECONDS,
+    sample_rate: int = SAMPLE_RATE,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Strong logits over a whole recording: wav (N,) → (T, C) or (B, N) → (B, T, C), T = N's 64 ms frames.
+
+    ``model(cnn_features, transformer_features, return_strong_logits=True)`` must return (W, frames, C) for a
+    batch of W windows. Windows are run ``batch_size`` at a time (whole windows of one batch share the
+    transformer front-end's batch statistics where it has any, e.g. ATST's batch-wide top_db, as clips do
+    in training). Apply ``torch.sigmoid`` to the result for probabilities. The model is not put in eval
+    mode here: do it before calling.
+    """
+    if wav.ndim not in (1, 2):
+        raise ValueError(f"predict_long expects a waveform (N,) or (B, N); got shape {tuple(wav.shape)}")
+    if hop_seconds <= 0 or hop_seconds > window_seconds:
+        raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds={window_seconds}]")
+    single = wav.ndim == 1
+    clips = wav[None] if single else wav  # (B, N)
+    B, N = clips.shape
+    window = round(window_seconds * sample_rate)
+    hop = round(hop_seconds * sample_rate)
+    starts = window_starts(N, window, hop)
+    padded_len = starts[-1] + window
+    padded = torch.nn.functional.pad(clips, (0, padded_len - N))  # zero-pad the last window
+    windows = torch.stack([padded[:, s:s + window] for s in starts], dim=1).flatten(0, 1)  # (B * W, window)
+
+    logits = []
+    for chunk in windows.split(batch_size):
+        logits.append(model(cnn_frontend(chunk), transformer_frontend(chunk), return_strong_logits=True).float())
+    logits = torch.cat(logits).reshape(B, len(starts), *logits[0].shape[1:])  # (B, W, F, C)
+    frames_per_window, C = logits.shape[2:]
+
+    n_out = num_output_frames(N)
+    grid = n_out + frames_per_window + 2  # room for the padded tail; cut at the end
+    total = logits.new_zeros(B, grid, C)
+    weight = logits.new_zeros(grid)
+    positions = torch.arange(frames_per_window, device=logits.device)
+    for w, start in enumerate(starts):
+        offset = start / FRAME_HOP_SAMPLES  # window start in output frames (may be fractional)
+        first = math.floor(offset)
+        frac = offset - first  # window frame j covers [first + j + frac, first + j + 1 + frac)
+        for shift, share in ((0, 1.0 - frac), (1, frac)):
+            if share <= 0.0:
+                continue
+            index = first + shift + positions
+            total.index_add_(1, index, share * logits[:, w])
+            weight.index_add_(0, index, torch.full_like(index, share, dtype=weight.dtype))
+    weight = weight[:n_out].clamp(min=torch.finfo(weight.dtype).tiny)
+    result = total[:, :n_out] / weight[None, :, None]  # (B, T, C)
+    return result[0] if single else result
+
+
+__all__ = ["predict_long", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]
