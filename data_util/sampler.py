@@ -1,0 +1,142 @@
+"""A batch sampler that builds every batch from fixed-size parts of several data sets.
+
+The training batch of the system is the concatenation of sub-batches, in order, e.g. 12 MAESTRO clips,
+10 DESED strong, 10 synthetic, 20 weak and 20 unlabeled (``training.batch_sizes``). Each sub-set is
+drawn from its own random permutation (a new one each epoch, via ``set_epoch``), and an epoch ends when
+the first sub-set runs out: ``min(len_i // batch_size_i)`` batches (per rank). The reference's
+``ConcatDatasetBatchSampler`` (after SpeechBrain) did the same with one ``RandomSampler`` per set; ours
+adds deterministic seeding, DDP sharding, named sub-batch slices and mid-epoch resume.
+
+DDP: each rank takes a disjoint, equally long share (``rank::world_size``) of every permutation, so the
+ranks together see each clip at most once per epoch. With Lightning, pass the trainer's rank and world
+size and set ``Trainer(use_distributed_sampler=False)`` so Lightning does not wrap the sampler.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import ConcatDataset, Dataset, Sampler
+
+
+class MultiSetBatchSampler(Sampler[list[int]]):
+    """Batches of global indices into a ``ConcatDataset`` of sets with sizes ``dataset_sizes``.
+
+    Batch = ``batch_sizes[0]`` indices from set 0, then ``batch_sizes[1]`` from set 1, ... Epoch length is
+    ``min(shard_i // batch_sizes[i])`` with ``shard_i = dataset_sizes[i] // world_size`` (``drop_last``);
+    with ``drop_last=False`` it is ``min(ceil(shard_i / batch_sizes[i]))`` and a set that runs out in the
+    last batch is topped up from the start of its permutation, so every batch keeps its composition.
+    """
+
+    def __init__(
+        self,
+        dataset_sizes: Sequence[int],
+        batch_sizes: Sequence[int],
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        names: Sequence[str] | None = None,
+    ):
+        if len(dataset_sizes) != len(batch_sizes):
+            raise ValueError(
+                f"got {len(dataset_sizes)} data sets but {len(batch_sizes)} batch sizes {tuple(batch_sizes)}; "
+                f"training.batch_sizes needs one entry per training set"
+            )
+        if any(b <= 0 for b in batch_sizes):
+            raise ValueError(f"batch sizes must be positive, got {tuple(batch_sizes)}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        names = tuple(names) if names is not None else tuple(f"set{i}" for i in range(len(dataset_sizes)))
+        if len(names) != len(dataset_sizes):
+            raise ValueError(f"got {len(names)} names {names} for {len(dataset_sizes)} data sets")
+        shards = [size // world_size for size in dataset_sizes]
+        if any(s == 0 for s in shards):
+            raise ValueError(f"every data set needs at least world_size={world_size} clips, got sizes {tuple(dataset_sizes)}")
+        too_small = [(n, s, b) for n, s, b in zip(names, shards, batch_sizes) if s < b]
+        if too_small and drop_last:
+            raise ValueError(
+                "data set(s) smaller than one sub-batch per rank (name, clips per rank, batch size): "
+                f"{too_small}; no full batch can be built"
+            )
+        self.dataset_sizes = tuple(int(s) for s in dataset_sizes)
+        self.batch_sizes = tuple(int(b) for b in batch_sizes)
+        self.names = names
+        self.seed = int(seed)
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.dataset_sizes[:-1]))
+        self.epoch = 0
+        self._resume_batches = 0  # batches to skip at the start of the current epoch (after a resume)
+        self._batches_yielded = 0
+
+    @classmethod
+    def for_sets(
+        cls, datasets: Mapping[str, Dataset], batch_sizes: Sequence[int], **kwargs
+    ) -> tuple[ConcatDataset, "MultiSetBatchSampler"]:
+        """``(ConcatDataset of the sets in order, sampler)`` for named sets (e.g. ``build_train_sets``)."""
+        concat = ConcatDataset(list(datasets.values()))
+        sizes = [len(d) for d in datasets.values()]
+        return concat, cls(sizes, batch_sizes, names=tuple(datasets), **kwargs)
+
+    @property
+    def batch_size(self) -> int:
+        return sum(self.batch_sizes)
+
+    @property
+    def sub_batch_slices(self) -> dict[str, slice]:
+        """``{name: slice}`` of each set's rows in a batch, e.g. ``{"maestro": slice(0, 12), ...}``."""
+        bounds = np.cumsum((0,) + self.batch_sizes)
+        return {name: slice(int(a), int(b)) for name, a, b in zip(self.names, bounds[:-1], bounds[1:])}
+
+    def __len__(self) -> int:
+        shards = [size // self.world_size for size in self.dataset_sizes]
+        if self.drop_last:
+            return min(s // b for s, b in zip(shards, self.batch_sizes))
+        return min(math.ceil(s / b) for s, b in zip(shards, self.batch_sizes))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutations of ``epoch`` (called by Lightning before each epoch)."""
+        if epoch != self.epoch:
+            self._resume_batches = 0
+        self.epoch = int(epoch)
+
+    def _shard(self, set_index: int) -> np.ndarray:
+        """This rank's share of set ``set_index``'s permutation for the current epoch (local indices)."""
+        rng = np.random.default_rng([self.seed, self.epoch, set_index])
+        order = rng.permutation(self.dataset_sizes[set_index])
+        usable = len(order) - len(order) % self.world_size  # equal shares on all ranks
+        return order[self.rank:usable:self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        shards = [self._shard(i) for i in range(len(self.dataset_sizes))]
+        skip, self._resume_batches = self._resume_batches, 0
+        self._batches_yielded = skip
+        for batch_index in range(skip, len(self)):
+            batch: list[int] = []
+            for shard, size, offset in zip(shards, self.batch_sizes, self.offsets):
+                positions = np.arange(batch_index * size, (batch_index + 1) * size) % len(shard)
+                batch.extend(int(offset + i) for i in shard[positions])
+            self._batches_yielded = batch_index + 1
+            yield batch
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Position for resuming: ``{"epoch", "batches_done", "seed"}``.
+
+        Pass ``batches_done`` from the training loop: DataLoader workers prefetch, so the sampler's own
+        count of yielded batches runs ahead of the batches actually trained on.
+        """
+        done = self._batches_yielded if batches_done is None else int(batches_done)
+        return {"epoch": self.epoch, "batches_done": done, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Resume: the next iteration of ``state["epoch"]`` starts after ``state["batches_done"]`` batches."""
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        self.epoch = int(state["epoch"])
+        self._resume_batches = int(state["batches_done"])
+        if not 0 <= self._resume_batches <= len(self):
+            raise ValueError(f"batches_done={self._resume_batches} is outside [0, {len(self)}] for this sampler")
