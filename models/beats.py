@@ -213,7 +213,15 @@ class WeightNormConv1d(nn.Module):
         self.parametrizations = nn.ModuleDict(
             {"weight": _WeightNormParams((1, 1, kernel_size), (channels, channels // groups, kernel_size))}
         )
+        self._reset_parameters(channels, kernel_size)
         self._register_load_state_dict_pre_hook(self._accept_legacy_names)
+
+    @torch.no_grad()
+    def _reset_parameters(self, channels: int, kernel_size: int) -> None:
+        """BEATs' init: v ~ N(0, 4/(k·C)), then g = ‖v‖ so that the initial weight equals v."""
+        params = self.parametrizations["weight"]
+        nn.init.normal_(params.original1, mean=0.0, std=math.sqrt(4.0 / (kernel_size * channels)))
+        params.original0.copy_(params.original1.square().sum(dim=(0, 1), keepdim=True).sqrt())
 
     @staticmethod
     def _accept_legacy_names(state_dict, prefix, *args) -> None:

@@ -311,3 +311,17 @@ def test_from_cfg(caplog):
     assert BEATsConfig().max_distance == 800 and BEATs.from_cfg({}).predictor is not None
     with pytest.raises(ValueError, match="layer_norm_first"):
         BEATs.from_cfg({"layer_norm_first": True})
+
+
+def test_random_init_is_finite_and_weight_equals_v():
+    """A freshly built BEATs (no checkpoint: the demo trains from scratch) must produce finite outputs."""
+    torch.manual_seed(0)
+    model = BEATs(embed_dim=64, depth=2, num_heads=2, patch_embed_dim=32).eval()
+    conv = model.encoder.pos_conv[0]
+    params = conv.parametrizations["weight"]
+    assert torch.isfinite(params.original1).all()
+    torch.testing.assert_close(conv.weight(), params.original1)
+    spec = torch.randn(1, 1, 128, 200)
+    with torch.no_grad():
+        out = model(spec)
+    assert torch.isfinite(out).all()

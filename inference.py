@@ -1,0 +1,752 @@
+"""Sound event detection on any audio file: event tables, frame scores and a plot.
+
+    python -m inference --audio_file recording.wav                       # atst_stage2, median filter
+    python -m inference --audio_file folder/ --ensemble atst_stage2,passt_stage2,beats_stage2 --postprocess csebbs
+
+Audio of any length, sample rate and channel count is read with ``data_util.audio.read_audio`` (mono by
+channel mean, resampled to 16 kHz) and run through the SED model in sliding 10 s windows whose frame logits
+are overlap-added onto the recording's 64 ms frame grid (``models.long_audio.predict_long``). An ensemble
+averages the strong logits of its members. Post-processing is the class-wise median filter of the DCASE
+baseline (``data_util.classes.MEDIAN_WINDOWS``), cSEBBs, or nothing; events are runs above ``--threshold``
+(cSEBBs: boxes whose confidence reaches it). Outputs per input file, in ``<out>/<stem>/``:
+
+- ``<stem>_events.tsv``: onset, offset, event_label, confidence (seconds, sorted by onset);
+- ``<stem>_scores.tsv``: one row per 64 ms frame: onset, offset and the 27 class probabilities;
+- ``<stem>_scores.hdf5``: the raw strong logits of every 10 s window in the prediction-file format of
+  ``helpers.predictions`` (one window: named ``<stem>``; several: ``<stem>-<onset_cs:06d>-<offset_cs:06d>``,
+  MAESTRO's chunk naming, so ``helpers.maestro_eval`` can re-assemble them);
+- ``<stem>.png``: log-mel spectrogram, probability curves of the active classes, detected events.
+
+Checkpoints are named (``atst_stage2`` -> ``resources/pretrained_models/atst_stage2.ckpt``) or given by path.
+The architecture is read from the checkpoint itself: the backbone from its telltale keys, sizes (depth,
+embedding width, MLP width, CRNN filters, GRU width, AudioSet head) from the state-dict shapes, and what
+shapes cannot tell (attention heads of ATST / fPaSST, embedding pooling) from the training config stored in
+the checkpoint (``hyper_parameters['config']``) when present, else from the released models' settings
+(``models.registry.PRETRAINED[arch].wrapper_defaults``; 64-dim attention heads).
+
+The reference has no inference command; its ``store_predictions`` runs only on the dataset's 10 s clips.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import configs
+from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
+from data_util.classes import CLASSES, MEDIAN_WINDOWS
+from helpers import postprocess
+from models import long_audio
+from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
+from models.registry import PRETRAINED, create_frontends, create_model
+
+log = logging.getLogger("inference")
+
+DEFAULT_MODEL = "atst_stage2"
+DEFAULT_OUT_DIR = Path("inference_out")
+DEFAULT_HOP_SECONDS = 5.0
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_THRESHOLD = 0.5
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
+FRAME_HOP_SECONDS = long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE  # 0.064
+WINDOW_SAMPLES = round(long_audio.WINDOW_SECONDS * SAMPLE_RATE)
+HEAD_DIM = 64  # attention head width of every released backbone (768 = 12 x 64)
+CENTISECONDS = 100
+
+# Prefixes of the SED model's state dict (fixed by the released checkpoints).
+BACKBONE = "as_model.model."
+HEAD_WEIGHT = "as_model.head_linear_layer.weight"
+BLOCK_PATTERNS = {  # arch -> regex of a transformer block key, group 1 = block index
+    "atst_frame": re.compile(r"^as_model\.model\.atst\.blocks\.(\d+)\."),
+    "fpasst": re.compile(r"^as_model\.model\.blocks\.(\d+)\."),
+    "beats": re.compile(r"^as_model\.model\.encoder\.layers\.(\d+)\."),
+}
+EMBED_DIM_KEYS = {  # arch -> key whose last dimension is the embedding width
+    "atst_frame": "as_model.model.atst.pos_embed",
+    "fpasst": "as_model.model.cls_token",
+    "beats": "as_model.model.encoder.layer_norm.weight",
+}
+FC1_KEYS = {  # arch -> first block's MLP input layer (rows = MLP width)
+    "atst_frame": "as_model.model.atst.blocks.0.mlp.fc1.weight",
+    "fpasst": "as_model.model.blocks.0.mlp.fc1.weight",
+    "beats": "as_model.model.encoder.layers.0.fc1.weight",
+}
+BEATS_HEADS_KEY = "as_model.model.encoder.layers.0.self_attn.grep_a"  # (1, heads, 1, 1)
+# Name fragments of the released checkpoints -> arch (only used to cross-check what the keys say).
+NAME_HINTS = (("atst", "atst_frame"), ("passt", "fpasst"), ("beats", "beats"))
+
+# Plot layout.
+PLOT_MAX_CLASSES = 10
+PLOT_MIN_CLASSES = 3
+PLOT_MAX_SPEC_FRAMES = 4000  # spectrogram columns drawn at most (longer audio: larger hop)
+PLOT_SPEC_MELS = 64
+PLOT_SPEC_N_FFT = 1024
+PLOT_SPEC_MIN_HOP = 160
+PLOT_TOP_DB = 80.0
+PLOT_DPI = 100
+PLOT_MIN_WIDTH = 10.0  # inches; longer audio gets wider plots up to PLOT_MAX_WIDTH
+PLOT_MAX_WIDTH = 24.0
+PLOT_SECONDS_PER_EXTRA_INCH = 10.0
+PLOT_PANEL_INCHES = 3.0  # spectrogram and probability panels
+PLOT_EVENT_AXES_INCHES = 0.6  # event panel: axes decoration plus one row per class
+PLOT_EVENT_ROW_INCHES = 0.3
+OUTPUT_FILE_MODE = 0o644
+
+
+class InferenceError(RuntimeError):
+    """A user-facing problem (unknown model, no audio files, bad option); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models: name -> file -> architecture -> loaded module
+# ---------------------------------------------------------------------------------------------------------
+def available_models(models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> list[str]:
+    """Names of the checkpoint files in ``models_dir`` (without suffix), sorted."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(p.stem for p in models_dir.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+
+
+def resolve_model_file(name_or_path: str | os.PathLike, models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> Path:
+    """A checkpoint path, or a name in ``models_dir`` (``.ckpt`` / ``.pt`` tried); clear error otherwise."""
+    try:
+        return configs.resolve_resource(name_or_path, models_dir, suffixes=CHECKPOINT_SUFFIXES)
+    except FileNotFoundError:
+        names = available_models(models_dir)
+        present = ", ".join(names) if names else "none"
+        raise InferenceError(
+            f"unknown model {str(name_or_path)!r}: it is neither a checkpoint file nor a name in {models_dir} "
+            f"(available there: {present}). Download the released checkpoints with `python download_resources.py` "
+            "(e.g. `python download_resources.py stage2`), or pass the path of a .ckpt file."
+        ) from None
+
+
+def stored_config(checkpoint: Mapping[str, Any]) -> dict:
+    """The training config saved in a checkpoint (Lightning ``hyper_parameters['config']``, or
+    ``hyper_parameters`` / ``config`` holding an ``arch`` key); ``{}`` for the released files, which have none."""
+    hyper = checkpoint.get("hyper_parameters")
+    candidates = []
+    if isinstance(hyper, Mapping):
+        candidates += [hyper.get("config"), hyper]
+    candidates.append(checkpoint.get("config"))
+    for candidate in candidates:
+        if isinstance(candidate, Mapping) and "arch" in candidate:
+            return dict(candidate)
+    return {}
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """Everything needed to build a model that fits a checkpoint."""
+
+    arch: str
+    backbone_kwargs: dict
+    wrapper_kwargs: dict
+    transformer_frontend: dict  # keywords of the arch's ``build_frontend``
+    mel: dict  # CNN-branch mel config block
+    scaler: dict
+
+
+def _block_count(state_dict: Mapping[str, Any], arch: str) -> int:
+    indices = {int(m.group(1)) for key in state_dict if (m := BLOCK_PATTERNS[arch].match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def detect_arch(state_dict: Mapping[str, Any], source: str) -> str:
+    """The backbone of a SED state dict, from its transformer-block keys."""
+    found = [arch for arch in BLOCK_PATTERNS if _block_count(state_dict, arch) > 0]
+    if len(found) != 1:
+        raise CheckpointError(
+            f"{source}: cannot tell the backbone from the keys (found blocks of {found or 'no known backbone'}); "
+            f"expected keys like 'as_model.model.atst.blocks.0.*' (atst_frame), 'as_model.model.blocks.0.*' "
+            f"(fpasst) or 'as_model.model.encoder.layers.0.*' (beats); first keys: {list(state_dict)[:5]}"
+        )
+    return found[0]
+
+
+def _count_indexed(state_dict: Mapping[str, Any], pattern: str) -> int:
+    regex = re.compile(pattern)
+    indices = {int(m.group(1)) for key in state_dict if (m := regex.match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_model_spec(
+    state_dict: Mapping[str, Any],
+    *,
+    config: Mapping[str, Any] | None = None,
+    arch: str | None = None,
+    num_heads: int | None = None,
+    embed_pool: str | None = None,
+    interpolation_mode: str | None = None,
+    source: str = "checkpoint",
+) -> ModelSpec:
+    """The model a SED state dict was saved from.
+
+    Shapes decide what they can (arch, depth, embedding and MLP width, BEATs heads, CRNN filters, GRU width
+    and layers, AudioSet head, activation); ``config`` (the stored training config) and the keyword
+    overrides decide the rest; missing both, the released models' settings apply.
+    """
+    config = dict(config or {})
+    detected = detect_arch(state_dict, source)
+    if arch is not None and arch != detected:
+        raise InferenceError(f"{source}: --arch {arch} was given, but the checkpoint holds a {detected} model")
+    arch = detected
+    arch_config = dict(config.get(arch) or {})
+    wrapper_config = dict(config.get("t4_wrapper") or {})
+
+    embed_dim = int(state_dict[EMBED_DIM_KEYS[arch]].shape[-1])
+    mlp_ratio = state_dict[FC1_KEYS[arch]].shape[0] / embed_dim
+    if arch == "beats":
+        heads = int(state_dict[BEATS_HEADS_KEY].shape[1])
+        if num_heads is not None and num_heads != heads:
+            raise InferenceError(f"{source}: --num_heads {num_heads}, but the BEATs checkpoint has {heads} heads")
+    else:
+        heads = num_heads or arch_config.get("num_heads") or max(1, embed_dim // HEAD_DIM)
+    if embed_dim % heads:
+        raise InferenceError(f"{source}: embedding width {embed_dim} is not divisible by {heads} attention heads")
+    backbone_kwargs = dict(embed_dim=embed_dim, depth=_block_count(state_dict, arch), num_heads=int(heads),
+                           mlp_ratio=float(mlp_ratio))
+
+    nclass = int(state_dict["dense.weight"].shape[0])
+    if nclass != len(CLASSES):
+        raise InferenceError(f"{source}: the model predicts {nclass} classes; this tool knows the {len(CLASSES)} "
+                             "classes of data_util.classes.CLASSES")
+    nb_filters = [int(state_dict[f"cnn.cnn.conv{i}.weight"].shape[0])
+                  for i in range(_count_indexed(state_dict, r"^cnn\.cnn\.conv(\d+)\.weight$"))]
+    if any(k.startswith("cnn.cnn.cg0.") for k in state_dict):
+        activation = "cg"
+    elif any(k.startswith("cnn.cnn.glu0.") for k in state_dict):
+        activation = "glu"
+    else:
+        activation = wrapper_config.get("activation", "relu")
+    wrapper = dict(PRETRAINED[arch].wrapper_defaults)
+    wrapper.update({k: wrapper_config[k] for k in ("embed_pool", "interpolation_mode", "pooling", "kernel_size",
+                                                   "padding", "stride") if k in wrapper_config})
+    wrapper.update(
+        nclass=nclass,
+        n_in_channel=int(state_dict["cnn.cnn.conv0.weight"].shape[1]),
+        nb_filters=nb_filters,
+        activation=activation,
+        n_RNN_cell=int(state_dict["cat_tf.weight"].shape[0]),
+        n_layers_RNN=_count_indexed(state_dict, r"^rnn\.rnn\.weight_ih_l(\d+)$"),
+        embedding_size=embed_dim,
+        no_wrapper=HEAD_WEIGHT not in state_dict,
+    )
+    if HEAD_WEIGHT in state_dict:
+        wrapper["audioset_classes"] = int(state_dict[HEAD_WEIGHT].shape[0])
+    if any(k.startswith("pool_conv.") for k in state_dict):
+        wrapper["embed_pool"] = "conv"
+    if embed_pool is not None:
+        wrapper["embed_pool"] = embed_pool
+    if interpolation_mode is not None:
+        wrapper["interpolation_mode"] = interpolation_mode
+
+    defaults = configs.default_config(stage=2)  # the config the reference's store_predictions runs with
+    if arch == "fpasst":
+        frontend = dict(config.get("passt_mel") or defaults["passt_mel"])
+    elif arch == "atst_frame":
+        frontend = {"per_sample_top_db": bool(arch_config.get("per_sample_top_db", False))}
+    else:
+        frontend = {}
+    return ModelSpec(arch=arch, backbone_kwargs=backbone_kwargs, wrapper_kwargs=wrapper,
+                     transformer_frontend=frontend, mel=dict(config.get("mel") or defaults["mel"]),
+                     scaler=dict(config.get("scaler") or defaults["scaler"]))
+
+
+class WaveformSED(nn.Module):
+    """A SED model with its two front-ends: waveform [B, N] at 16 kHz -> strong logits [B, frames, 27]."""
+
+    def __init__(self, model: nn.Module, cnn_frontend: nn.Module, transformer_frontend: nn.Module, name: str):
+        super().__init__()
+        self.model = model
+        self.cnn_frontend = cnn_frontend
+        self.transformer_frontend = transformer_frontend
+        self.name = name
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.model(self.cnn_frontend(wav), self.transformer_frontend(wav), return_strong_logits=True)
+
+
+class SEDEnsemble(nn.Module):
+    """Mean of the members' strong logits (each member computes its own front-ends)."""
+
+    def __init__(self, members: Sequence[WaveformSED]):
+        super().__init__()
+        if not members:
+            raise InferenceError("an ensemble needs at least one model")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def name(self) -> str:
+        return "+".join(member.name for member in self.members)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(wav).float() for member in self.members]).mean(0)  # (B, frames, 27)
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    mode: str = "student",
+    arch: str | None = None,
+    num_heads: int | None = None,
+    embed_pool: str | None = None,
+    interpolation_mode: str | None = None,
+    models_dir: Path = configs.PRETRAINED_MODELS_DIR,
+) -> WaveformSED:
+    """Build the model a checkpoint holds and load its ``mode`` weights strictly (one read of the file)."""
+    path = resolve_model_file(name_or_path, models_dir)
+    checkpoint = safe_load(path)
+    state_dict = sed_state_dict(checkpoint, mode, source=str(path))
+    spec = infer_model_spec(state_dict, config=stored_config(checkpoint), arch=arch, num_heads=num_heads,
+                            embed_pool=embed_pool, interpolation_mode=interpolation_mode, source=str(path))
+    hint = next((a for fragment, a in NAME_HINTS if fragment in path.stem.lower()), None)
+    if hint is not None and hint != spec.arch:
+        log.warning("%s: the name suggests %s, but the checkpoint holds a %s model; using %s",
+                    path, hint, spec.arch, spec.arch)
+    model = create_model(spec.arch, backbone_kwargs=spec.backbone_kwargs, **spec.wrapper_kwargs)
+    load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
+    cnn_frontend, transformer_frontend = create_frontends(spec.arch, mel=spec.mel, scaler=spec.scaler,
+                                                          **spec.transformer_frontend)
+    log.info("loaded %s (%s, %s, depth %d, width %d)", path, spec.arch, mode, spec.backbone_kwargs["depth"],
+             spec.backbone_kwargs["embed_dim"])
+    return WaveformSED(model, cnn_frontend, transformer_frontend, name=path.stem).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prediction over a whole recording
+# ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class WaveformPrediction:
+    """Strong logits of one recording: overlap-added frames and the per-window logits they came from."""
+
+    frame_logits: np.ndarray  # float32 [T, 27] on the recording's 64 ms grid
+    window_logits: np.ndarray  # float32 [W, 156, 27], one row per 10 s window
+    window_starts: list[int]  # samples
+    num_samples: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """[T + 1] frame boundaries in seconds, the last one clipped to the duration."""
+        frames = np.arange(len(self.frame_logits) + 1, dtype=np.float64)
+        return np.minimum(frames * long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE, self.duration)
+
+
+class _WindowRunner(nn.Module):
+    """Adapter between ``long_audio.predict_long`` and a waveform model.
+
+    ``predict_long`` calls ``model(cnn_frontend(w), transformer_frontend(w), return_strong_logits=True)``;
+    with identity front-ends both arguments are the raw windows (kept on the CPU so long recordings do not
+    fill the accelerator). Here each batch goes to the device (under bf16 autocast if asked), its logits come
+    back as float32 on the CPU (the overlap-add runs there), are recorded per window and tick the progress bar.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, bf16: bool, on_batch: Callable[[int], None]):
+        super().__init__()
+        self.model = model
+        self.device = device
+        self.bf16 = bf16
+        self.on_batch = on_batch
+        self.window_logits: list[torch.Tensor] = []
+
+    def forward(self, windows: torch.Tensor, _same_windows: torch.Tensor, return_strong_logits: bool = True):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(windows.to(self.device, non_blocking=True))
+        logits = logits.float().cpu()  # (W, 156, 27)
+        self.window_logits.append(logits)
+        self.on_batch(len(logits))
+        return logits
+
+
+def predict_waveform(
+    model: nn.Module,
+    wav: np.ndarray,
+    *,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> WaveformPrediction:
+    """Strong logits of a mono 16 kHz waveform [N] of any length (sliding 10 s windows, overlap-add)."""
+    num_samples = len(wav)
+    if long_audio.num_output_frames(num_samples) < 1:
+        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
+                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+    runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
+    frame_logits = long_audio.predict_long(
+        runner, nn.Identity(), nn.Identity(), torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
+        hop_seconds, batch_size=batch_size,
+    )
+    starts = long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE))
+    return WaveformPrediction(frame_logits=frame_logits.numpy(), window_logits=torch.cat(runner.window_logits).numpy(),
+                              window_starts=starts, num_samples=num_samples)
+
+
+def num_windows(num_samples: int, hop_seconds: float) -> int:
+    return len(long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE)))
+
+
+def window_names(stem: str, prediction: WaveformPrediction) -> list[str]:
+    """Row names of the window logits: ``stem`` for one window, else MAESTRO chunk names (centiseconds)."""
+    if len(prediction.window_starts) == 1:
+        return [stem]
+    names = []
+    for start in prediction.window_starts:
+        end = min(start + WINDOW_SAMPLES, prediction.num_samples)
+        onset_cs = round(start * CENTISECONDS / SAMPLE_RATE)
+        offset_cs = round(end * CENTISECONDS / SAMPLE_RATE)
+        names.append(f"{stem}-{onset_cs:06d}-{offset_cs:06d}")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Post-processing and outputs
+# ---------------------------------------------------------------------------------------------------------
+def frame_probabilities(prediction: WaveformPrediction, method: str) -> np.ndarray:
+    """Sigmoid of the frame logits [T, 27], median-filtered per class when ``method == 'median'``."""
+    probabilities = torch.sigmoid(torch.from_numpy(prediction.frame_logits)).numpy()
+    if method == "median":
+        probabilities = postprocess.median_filter(probabilities, MEDIAN_WINDOWS)
+    return probabilities
+
+
+def detect_events(probabilities: np.ndarray, timestamps: np.ndarray, method: str, threshold: float,
+                  csebbs_predictor=None) -> list[postprocess.Event]:
+    if method == "csebbs":
+        return postprocess.csebbs_events(probabilities, timestamps, CLASSES, threshold, csebbs_predictor)
+    return postprocess.threshold_events(probabilities, timestamps, CLASSES, threshold)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp_name))
+        os.chmod(tmp_name, OUTPUT_FILE_MODE)  # mkstemp creates 0600 files
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_events_tsv(path: Path, events: Sequence[postprocess.Event]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("onset\toffset\tevent_label\tconfidence\n")
+            for onset, offset, label, confidence in events:
+                f.write(f"{onset:.3f}\t{offset:.3f}\t{label}\t{confidence:.4f}\n")
+
+    _atomic_write(path, write)
+
+
+def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\t".join(["onset", "offset", *CLASSES]) + "\n")
+            for t, row in enumerate(probabilities):
+                values = "\t".join(f"{p:.6f}" for p in row)
+                f.write(f"{timestamps[t]:.3f}\t{timestamps[t + 1]:.3f}\t{values}\n")
+
+    _atomic_write(path, write)
+
+
+def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
+    from helpers.predictions import write_predictions  # atomic itself
+
+    write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
+                      extra_attrs={"duration": prediction.duration,
+                                   "window_hop": float(np.diff(prediction.window_starts).min() / SAMPLE_RATE)
+                                   if len(prediction.window_starts) > 1 else 0.0})
+    os.chmod(path, OUTPUT_FILE_MODE)  # helpers.predictions writes through mkstemp (0600)
+
+
+def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event]) -> list[int]:
+    """Class indices to plot: those with events, topped up to PLOT_MIN_CLASSES by peak probability, at most
+    PLOT_MAX_CLASSES (highest peaks first)."""
+    peaks = probabilities.max(axis=0)
+    with_events = {CLASSES.index(label) for _, _, label, _ in events}
+    by_peak = [int(c) for c in np.argsort(-peaks, kind="stable")]
+    chosen = [c for c in by_peak if c in with_events]
+    chosen += [c for c in by_peak if c not in with_events][: max(0, PLOT_MIN_CLASSES - len(chosen))]
+    return chosen[:PLOT_MAX_CLASSES]
+
+
+def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
+    """(dB log-mel [mels, frames], hop seconds) with a hop chosen so at most PLOT_MAX_SPEC_FRAMES frames."""
+    import torchaudio
+
+    hop = max(PLOT_SPEC_MIN_HOP, math.ceil(len(wav) / PLOT_MAX_SPEC_FRAMES))
+    mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=PLOT_SPEC_N_FFT, hop_length=hop,
+                                               n_mels=PLOT_SPEC_MELS)(torch.from_numpy(wav))
+    db = torchaudio.transforms.AmplitudeToDB(top_db=PLOT_TOP_DB)(mel)
+    return db.numpy(), hop / SAMPLE_RATE
+
+
+def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamps: np.ndarray,
+               events: Sequence[postprocess.Event], *, threshold: float, title: str) -> None:
+    """Spectrogram (top), probability curves of the active classes (middle), detected events (bottom)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    duration = len(wav) / SAMPLE_RATE
+    classes = plot_classes(probabilities, events)
+    colors = [f"C{i % PLOT_MAX_CLASSES}" for i in range(len(classes))]  # matplotlib's 10-colour cycle
+    width = min(PLOT_MAX_WIDTH, max(PLOT_MIN_WIDTH, PLOT_MIN_WIDTH + duration / PLOT_SECONDS_PER_EXTRA_INCH))
+    event_rows = max(1, len(classes))
+    event_height = PLOT_EVENT_AXES_INCHES + PLOT_EVENT_ROW_INCHES * event_rows
+    figure = Figure(figsize=(width, 2 * PLOT_PANEL_INCHES + event_height), dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    spec_ax, prob_ax, event_ax = figure.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [PLOT_PANEL_INCHES, PLOT_PANEL_INCHES, event_height]})
+
+    db, spec_hop = log_mel_for_plot(wav)
+    spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=(0.0, db.shape[1] * spec_hop, 0, db.shape[0]))
+    spec_ax.set_ylabel("mel bin")
+    spec_ax.set_title(title, fontsize=11)
+
+    centres = (timestamps[:-1] + timestamps[1:]) / 2
+    for color, c in zip(colors, classes):
+        prob_ax.plot(centres, probabilities[:, c], color=color, linewidth=1.2, label=CLASSES[c])
+    prob_ax.axhline(threshold, color="0.4", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    prob_ax.set_ylim(0.0, 1.02)
+    prob_ax.set_ylabel("probability")
+    prob_ax.grid(alpha=0.3)
+    prob_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
+
+    row_of = {c: row for row, c in enumerate(classes)}
+    for onset, offset, label, _ in events:
+        c = CLASSES.index(label)
+        if c in row_of:
+            event_ax.broken_barh([(onset, offset - onset)], (row_of[c] - 0.4, 0.8), color=colors[row_of[c]])
+    event_ax.set_yticks(range(len(classes)), [CLASSES[c] for c in classes], fontsize=9)
+    event_ax.set_ylim(-0.6, event_rows - 0.4)
+    event_ax.invert_yaxis()
+    event_ax.set_xlim(0.0, duration)
+    event_ax.set_xlabel("time [s]")
+    event_classes = {label for _, _, label, _ in events}
+    if len(event_classes) > len(classes):
+        event_ax.set_title(f"{len(events)} detected events in {len(event_classes)} classes; the {len(classes)} "
+                           "classes with the highest peaks are shown", fontsize=10)
+    else:
+        event_ax.set_title(f"{len(events)} detected events", fontsize=10)
+    if not events:
+        event_ax.text(0.5, 0.5, "no events detected", transform=event_ax.transAxes, ha="center", va="center")
+    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+@dataclasses.dataclass
+class FileResult:
+    """Where the outputs of one audio file went, and what was found."""
+
+    audio_file: Path
+    out_dir: Path
+    events_tsv: Path
+    scores_tsv: Path
+    scores_hdf5: Path
+    plot: Path
+    duration: float
+    num_events: int
+
+
+def process_file(
+    audio_file: Path,
+    out_dir: Path,
+    model: nn.Module,
+    *,
+    model_description: str,
+    postprocess_method: str = "median",
+    threshold: float = DEFAULT_THRESHOLD,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    csebbs_predictor=None,
+    progress: bool = True,
+    plot: bool = True,
+) -> FileResult:
+    """Run ``model`` on one audio file and write its four outputs into ``out_dir``."""
+    from tqdm import tqdm
+
+    wav = read_audio(audio_file)
+    stem = audio_file.stem
+    with tqdm(total=num_windows(len(wav), hop_seconds), desc=audio_file.name, unit="window",
+              disable=not progress, leave=False) as bar:
+        prediction = predict_waveform(model, wav, hop_seconds=hop_seconds, batch_size=batch_size, device=device,
+                                      bf16=bf16, on_batch=bar.update)
+    probabilities = frame_probabilities(prediction, postprocess_method)
+    timestamps = prediction.timestamps
+    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor)
+    result = FileResult(audio_file=audio_file, out_dir=out_dir, events_tsv=out_dir / f"{stem}_events.tsv",
+                        scores_tsv=out_dir / f"{stem}_scores.tsv", scores_hdf5=out_dir / f"{stem}_scores.hdf5",
+                        plot=out_dir / f"{stem}.png", duration=prediction.duration, num_events=len(events))
+    write_events_tsv(result.events_tsv, events)
+    write_scores_tsv(result.scores_tsv, probabilities, timestamps)
+    write_scores_hdf5(result.scores_hdf5, stem, prediction, model_description)
+    if plot:
+        write_plot(result.plot, wav, probabilities, timestamps, events, threshold=threshold,
+                   title=f"{audio_file.name} - {model_description} - {postprocess_method}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+def collect_audio_files(path: Path) -> list[tuple[Path, Path]]:
+    """(audio file, output sub-folder relative to --out) for a file or every audio file under a folder."""
+    if path.is_file():
+        return [(path, Path(path.stem))]
+    if not path.exists():
+        raise InferenceError(f"--audio_file {path}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise InferenceError(f"--audio_file {path}: the folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    outputs, seen = [], set()
+    for f in files:
+        relative = f.relative_to(path).with_suffix("")
+        if relative in seen:  # x.wav next to x.flac
+            relative = relative.with_name(f"{relative.name}_{f.suffix.lstrip('.').lower()}")
+        seen.add(relative)
+        outputs.append((f, relative))
+    return outputs
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InferenceError("--device cuda was requested, but torch sees no CUDA GPU (use --device auto or cpu)")
+    return torch.device(choice)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--audio_file", required=True, type=Path, help="an audio file or a folder of them")
+    parser.add_argument("--model_name", default=None,
+                        help=f"checkpoint name in resources/pretrained_models or a path (default: {DEFAULT_MODEL})")
+    parser.add_argument("--ensemble", default=None, help="comma-separated model names/paths: mean of their logits")
+    parser.add_argument("--mode", choices=("student", "teacher"), default="student",
+                        help="which weights of the checkpoint (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="decision threshold (default: %(default)s)")
+    parser.add_argument("--postprocess", choices=postprocess.POSTPROCESS_CHOICES, default="median",
+                        help="frame post-processing before thresholding (default: %(default)s)")
+    parser.add_argument("--csebbs_params", type=Path, default=None,
+                        help="JSON of tuned cSEBBs parameters (CSEBBsPredictor.to_dict()); default: sebbs' defaults")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
+                        help="outputs go to <out>/<stem>/ (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: CUDA when available (default: %(default)s)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="10 s windows per forward pass (default: %(default)s)")
+    parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
+                        help="hop between 10 s windows; overlapping windows are averaged (default: %(default)s)")
+    parser.add_argument("--arch", choices=tuple(PRETRAINED), default=None,
+                        help="expected architecture (read from the checkpoint; a mismatch is an error)")
+    parser.add_argument("--num_heads", type=int, default=None,
+                        help="attention heads of ATST/fPaSST checkpoints without a stored config "
+                             f"(default: width / {HEAD_DIM})")
+    parser.add_argument("--embed_pool", choices=("aap", "int", "conv"), default=None,
+                        help="override the embedding pooling (default: stored config, else the released setting)")
+    parser.add_argument("--interpolation_mode", default=None, help="override t4_wrapper.interpolation_mode")
+    parser.add_argument("--models_dir", type=Path, default=configs.PRETRAINED_MODELS_DIR,
+                        help="where model names are looked up (default: %(default)s)")
+    parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> list[str]:
+    if args.model_name and args.ensemble:
+        raise InferenceError("give either --model_name or --ensemble, not both")
+    names = [n.strip() for n in args.ensemble.split(",") if n.strip()] if args.ensemble else [
+        args.model_name or DEFAULT_MODEL]
+    if not names:
+        raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
+    if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
+        raise InferenceError(f"--hop_seconds {args.hop_seconds} must be in [{FRAME_HOP_SECONDS}, "
+                             f"{long_audio.WINDOW_SECONDS:g}] (one output frame to one window)")
+    if args.batch_size < 1:
+        raise InferenceError(f"--batch_size {args.batch_size} must be >= 1")
+    if args.csebbs_params is not None and args.postprocess != "csebbs":
+        raise InferenceError("--csebbs_params needs --postprocess csebbs")
+    return names
+
+
+def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, str]]]:
+    """Everything ``main`` does: (results, failures). A single input file that cannot be read raises; in a
+    folder, unreadable files are skipped and returned as (file, reason) failures."""
+    names = _validate(args)
+    inputs = collect_audio_files(args.audio_file)
+    device = pick_device(args.device)
+    bf16 = args.bf16
+    if bf16 and device.type != "cuda":
+        log.warning("--bf16 is for GPUs; running in float32 on %s", device)
+        bf16 = False
+    members = [load_model(name, mode=args.mode, arch=args.arch, num_heads=args.num_heads, embed_pool=args.embed_pool,
+                          interpolation_mode=args.interpolation_mode, models_dir=args.models_dir) for name in names]
+    model = (members[0] if len(members) == 1 else SEDEnsemble(members)).to(device).eval()
+    description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
+    predictor = None
+    if args.postprocess == "csebbs" and args.csebbs_params is not None:
+        predictor = postprocess.load_csebbs_predictor(args.csebbs_params, CLASSES)
+    results, failures = [], []
+    for audio_file, relative in inputs:
+        try:
+            result = process_file(
+                audio_file, args.out / relative, model, model_description=description,
+                postprocess_method=args.postprocess, threshold=args.threshold, hop_seconds=args.hop_seconds,
+                batch_size=args.batch_size, device=device, bf16=bf16, csebbs_predictor=predictor,
+                progress=not args.quiet, plot=not args.no_plot,
+            )
+        except (AudioReadError, InferenceError) as e:
+            if not args.audio_file.is_dir():
+                raise
+            log.error("skipped %s: %s", audio_file, e)
+            failures.append((audio_file, str(e)))
+            continue
+        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+        results.append(result)
+    return results, failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 all files done; 1 some files of a folder could not be read; 2 nothing done (an error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        results, failures = run(args)
+    except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")
+    for audio_file, reason in failures:
+        print(f"error: skipped {audio_file}: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
