@@ -560,7 +560,7 @@ def _audio_files(folder: Path) -> set[str]:
 
 
 def _prepare_hint(folder: Path) -> str:
-    original = Path(str(folder).rstrip("/").removesuffix("_16k") + "_44k")
+    original = Path(str(folder).rstrip("/").removesuffix("_16k"))  # the default rule of SetSpec.original_audio
     if str(folder).endswith("_16k") and original.is_dir():
         return f"; its 44.1 kHz originals exist in {original}: run `python -m ex_stage1 prepare_data`"
     return ""

@@ -24,11 +24,16 @@ class SetSpec:
     labels_in_resources: bool = False  # label/durations tsvs live in resources/, not under the dataset root
     expected_files: int | None = None  # audio files in the real data (before excluding), None = not fixed
     stage2_only: bool = False  # only the stage-2 experiment reads it (evaluation sets)
+    original: str | None = None  # folder of the 44.1 kHz originals when it is not ``audio`` without ``_16k``
 
     @property
     def original_audio(self) -> str:
-        """The folder of the 44.1 kHz originals that ``prepare_data`` resamples into ``audio``."""
-        return self.audio.rstrip("/").removesuffix("_16k") + "_44k"
+        """The folder of the 44.1 kHz originals that ``prepare_data`` resamples into ``audio``.
+
+        As the DESED / MAESTRO downloads ship them: the 16 kHz folder's name without the ``_16k`` suffix
+        (``audio/train/weak`` → ``audio/train/weak_16k``), except where ``original`` says otherwise.
+        """
+        return self.original or self.audio.rstrip("/").removesuffix("_16k")
 
 
 SETS: dict[str, SetSpec] = {
@@ -53,7 +58,7 @@ SETS: dict[str, SetSpec] = {
         SetSpec("synth_val", "audio/validation/synthetic21_validation/soundscapes_16k",
                 "dcase_synth/metadata/validation/synthetic21_validation/soundscapes.tsv",
                 "dcase_synth/metadata/validation/synthetic21_validation/durations.tsv", label_kind="strong",
-                expected_files=2500),
+                expected_files=2500, original="dcase_synth/audio/validation/synthetic21_validation/soundscapes"),
         SetSpec("devtest", "audio/validation/validation_16k", "metadata/validation/validation.tsv",
                 "metadata/validation/validation_durations.tsv", label_kind="strong", expected_files=1168),
         SetSpec("maestro_real_train", "audio/maestro_real_train_16k", "metadata/maestro_real_train.tsv",

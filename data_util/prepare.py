@@ -1,7 +1,7 @@
 """``prepare_data``: create the 16 kHz audio folders from the 44.1 kHz originals.
 
 The DCASE data is distributed at 44.1 kHz; the system reads 16 kHz copies in ``*_16k`` folders next to
-the ``*_44k`` originals (``data_util.layout.SetSpec.original_audio``). The reference assumed those copies
+the 44.1 kHz originals (``data_util.layout.SetSpec.original_audio``). The reference assumed those copies
 existed and shipped no code to make them. This tool resamples every original whose 16 kHz copy is
 missing (mono, same file name and format), in parallel, with a progress bar. It can be interrupted and
 re-run: each file is written to a temporary name and renamed, so a file under its final name is always
@@ -114,7 +114,7 @@ def prepare_data(
     target_sr: int = SAMPLE_RATE,
     progress: bool = True,
 ) -> PrepareResult:
-    """Resample the ``_44k`` originals of ``sets`` (default: all) into their missing ``_16k`` copies.
+    """Resample the 44.1 kHz originals of ``sets`` (default: all) into their missing ``_16k`` copies.
 
     ``workers``: processes (default: all cores; 0 or 1 = in this process). Returns the counts; failures
     are logged and reported per file, they do not stop the other files.

@@ -44,17 +44,25 @@ def setup_experiment(ex, stage: int) -> None:
 
     @ex.command(unobserved=True)
     def check_data(_config):
-        """Print one table of every data set (folder, files found, expected, status); exit non-zero if incomplete."""
+        """Print one table of every data set (folder, files found, expected, status); exit 1 if anything is missing."""
         from data_util import doctor
 
-        return doctor.run_check(dataset_root(_config), resources_dir(_config), stage=stage)
+        report = doctor.check_data(dataset_root(_config), resources_dir(_config), stage=stage)
+        print(doctor.format_report(report))
+        if not report.ok:
+            sys.exit(1)
+        return 0
 
     @ex.command(unobserved=True)
-    def prepare_data(_config, workers: int | None = None):
-        """Resample the 44.1 kHz originals into the missing ``_16k`` folders."""
+    def prepare_data(_config):
+        """Resample the 44.1 kHz originals into the missing ``_16k`` folders (parallel, resumable, atomic per file)."""
         from data_util import prepare
 
-        return prepare.prepare_data(dataset_root(_config), workers=workers)
+        result = prepare.prepare_data(dataset_root(_config))
+        print(result.as_dict())
+        if result.failed:
+            sys.exit(1)
+        return 0
 
 
 def _all_sections(config: dict):

@@ -421,7 +421,7 @@ def test_missing_audio_is_one_error_listing_files(tree):
 def test_missing_16k_folder_suggests_prepare_data(tree):
     root, resources = tree
     folder, _, _ = spec_paths("devtest", root, resources)
-    folder.rename(folder.with_name(folder.name.replace("_16k", "_44k")))
+    folder.rename(folder.with_name(folder.name.removesuffix("_16k")))
     with pytest.raises(FileNotFoundError, match="prepare_data"):
         build_eval_set("devtest", root, resources)
 

@@ -1,0 +1,17 @@
+"""Shared test fixtures: one tiny demo dataset per test session."""
+import os
+
+import pytest
+
+# Tests never log to wandb and never touch the network.
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def demo_tiny(tmp_path_factory):
+    """The `tiny` demo preset (real layout) generated once; returns (dataset_root, resources_dir). Read-only."""
+    from data_util import demo
+
+    root = tmp_path_factory.mktemp("demo") / "tiny"
+    demo.generate(root, preset="tiny", seed=0)
+    return root, root / demo.RESOURCES_SUBDIR
