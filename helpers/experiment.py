@@ -24,8 +24,30 @@ def resources_dir(config: dict) -> Path:
     return Path(path).expanduser().resolve() if path else configs.RESOURCES_DIR
 
 
+class _DropSacredConfigNoise(logging.Filter):
+    """Sacred warns about every key a named config adds or retypes; ``configs.validate_config`` checks keys instead."""
+
+    NOISE = ("Added new config entry", "Changed type of config entry")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+def _experiment_logger() -> logging.Logger:
+    logger = logging.getLogger("t4sed")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+        handler.addFilter(_DropSacredConfigNoise())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
 def setup_experiment(ex, stage: int) -> None:
     """Add config, named configs, config validation and the data commands to ``ex``."""
+    ex.logger = _experiment_logger()
     ex.add_config(configs.default_config(stage))
     ex.add_named_config("demo", configs.demo_config(stage))
 
