@@ -35,7 +35,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,6 +46,7 @@ import configs
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from helpers import postprocess
+from helpers.atomic import atomic_path
 from models import long_audio
 from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
 from models.registry import PRETRAINED, create_frontends, create_model
@@ -101,7 +101,6 @@ PLOT_SECONDS_PER_EXTRA_INCH = 10.0
 PLOT_PANEL_INCHES = 3.0  # spectrogram and probability panels
 PLOT_EVENT_AXES_INCHES = 0.6  # event panel: axes decoration plus one row per class
 PLOT_EVENT_ROW_INCHES = 0.3
-OUTPUT_FILE_MODE = 0o644
 
 
 class InferenceError(RuntimeError):
@@ -435,16 +434,8 @@ def detect_events(probabilities: np.ndarray, timestamps: np.ndarray, method: str
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.chmod(tmp_name, OUTPUT_FILE_MODE)  # mkstemp creates 0600 files
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_events_tsv(path: Path, events: Sequence[postprocess.Event]) -> None:
@@ -475,7 +466,6 @@ def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, mod
                       extra_attrs={"duration": prediction.duration,
                                    "window_hop": float(np.diff(prediction.window_starts).min() / SAMPLE_RATE)
                                    if len(prediction.window_starts) > 1 else 0.0})
-    os.chmod(path, OUTPUT_FILE_MODE)  # helpers.predictions writes through mkstemp (0600)
 
 
 def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event]) -> list[int]:

@@ -42,12 +42,13 @@ import logging
 import os
 import pathlib
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from helpers.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -514,14 +515,8 @@ def save_sed_checkpoint(
         "teacher": {k: v.detach().cpu() for k, v in teacher_sd.items()},
         **extra,
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp_name, path)
-    except BaseException:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from data_util.datasets import (
     TrainingDataConfig, build_eval_set, build_prediction_set, build_train_sets, convolve_centered, domain_mask,
     encode_strong, encode_weak, find_clip_datasets, load_impulse_responses, unreadable_summary, _weak_split,
 )
-from data_util.maestro import chunk_hop, group_chunks, overlap_add, parse_chunk_name, recording_id, split_maestro
+from data_util.maestro import parse_chunk_name, recording_id, split_maestro
 from data_util.pseudo_labels import PseudoLabels
 from data_util.sampler import MultiSetBatchSampler
 from data_util.tsv import Event, TsvFormatError, read_durations_tsv, read_strong_tsv, read_weak_tsv
@@ -252,20 +252,6 @@ def test_parse_chunk_name():
     with pytest.raises(ValueError, match="does not match"):
         parse_chunk_name("Y123_30.000_40.000.wav")
     assert recording_id("city_center_05-000000-001000.wav") == "city_center_05"
-
-
-def test_chunk_groups_hop_and_overlap_add():
-    names = [chunk("city_center_01", s) for s in (2, 0, 1)]
-    assert [o for _, o in group_chunks(names)["city_center_01"]] == [0.0, 1.0, 2.0]
-    assert chunk_hop(names) == 1.0
-    assert chunk_hop([chunk("a_01", 0), chunk("a_01", 5)]) == 5.0
-    with pytest.raises(ValueError, match="several hops"):
-        chunk_hop([chunk("a_01", 0), chunk("a_01", 1), chunk("a_01", 5)])
-    scores = {n: np.full((10, 2), float(parse_chunk_name(n).onset)) for n in names}
-    merged = overlap_add(scores, {"city_center_01": 12.0})["city_center_01"]
-    assert merged.shape == (12, 2)
-    assert merged[0, 0] == 0.0 and merged[1, 0] == pytest.approx(0.5) and merged[5, 0] == pytest.approx(1.0)
-    assert merged[11, 0] == pytest.approx(2.0)
 
 
 def test_split_maestro_by_recording_deterministic():
