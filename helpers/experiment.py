@@ -64,6 +64,24 @@ def setup_experiment(ex, stage: int) -> None:
 
     ex.capture(_all_sections(configs.default_config(stage)))
 
+    @ex.main
+    def main(_config):
+        """Train (``python -m ex_stage{1,2} with arch=... [ckpt_path=<last.ckpt> to resume]``), then test the best."""
+        from helpers.train import train
+
+        configs.require_arch(_config["arch"])
+        return train(_config, stage)
+
+    @ex.command
+    def test(_config):
+        """Test a checkpoint (``ckpt_path=<file or name in resources/pretrained_models>``) on the test sets."""
+        from helpers.train import test_checkpoint
+
+        configs.require_arch(_config["arch"])
+        if not _config.get("ckpt_path"):
+            raise configs.ConfigError("the test command needs ckpt_path=<checkpoint file or name>")
+        return test_checkpoint(_config, stage, _config["ckpt_path"])
+
     @ex.command(unobserved=True)
     def check_data(_config):
         """Print one table of every data set (folder, files found, expected, status); exit 1 if anything is missing."""

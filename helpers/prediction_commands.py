@@ -1,0 +1,427 @@
+"""Stage-2 prediction commands: store, ensemble and evaluate frame-level predictions; pseudo-label folders.
+
+The reference (CPJKU/cpjku_dcase24 ``ex_stage2.py``: ``store_predictions``, ``ensemble_predictions``,
+``eval_predictions``) runs a trained model over 12 data sets and writes one HDF5 file of strong **logits** per
+set, averages the logits of several models, and evaluates a folder of such files (PSDS1, MAESTRO mpAUC, cSEBBs,
+the private-eval submission). The same files are the next iteration's pseudo-labels (``pseudo_labels=<folder>``).
+
+Each command is a plain function of the resolved experiment config (``configs.default_config(2)`` keys);
+``ex_stage2.py`` registers them as Sacred commands of the same names. What we do differently from the reference
+(docs/DIFFERENCES.md): the checkpoint is read once (the reference loaded it twice); the device is CUDA when
+available, else the CPU (the reference required CUDA); data loading uses ``test.num_workers`` workers; sets whose
+audio folder is missing are skipped with a notice instead of crashing; existing files are replaced with
+``overwrite=True``; ensembles align clips by name (not by the files' order) and are written all-or-nothing;
+``eval_predictions`` needs no ``arch`` and no model. The file formats are the contract of ``helpers.predictions``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import configs
+from data_util.layout import PREDICTION_SETS, PSEUDO_LABEL_SETS, SETS
+from helpers.predictions import write_predictions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRETRAINED_NAME = "atst_stage2"  # the reference's default of store_predictions / eval_predictions
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
+PREDICTION_SUFFIX = ".hdf5"
+TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
+MODES = ("student", "teacher")
+MIN_ENSEMBLE_MEMBERS = 2
+# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 autocast on a GPU (front-ends and
+# output heads stay float32 inside the model either way).
+FLOAT32_PRECISIONS = ("32", "32-true", "fp32")
+BF16_PRECISIONS = ("bf16", "bf16-mixed")
+DEFAULT_PRECISION = "32"
+# The released checkpoints' wrapper settings; a stage checkpoint stored with others gets a warning.
+WRAPPER_SETTINGS_CHECKED = ("no_wrapper", "embed_pool", "interpolation_mode")
+
+Echo = Callable[[str], None]
+
+
+class PredictionCommandError(ValueError):
+    """A user-facing problem of a prediction command (unknown checkpoint, missing folder, bad key value)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Folders and names
+# --------------------------------------------------------------------------------------------------
+def _folder(config: Mapping, key: str, default: Path) -> Path:
+    value = config.get(key)
+    return Path(value).expanduser().resolve() if value not in (None, "") else default
+
+
+def model_dir(config: Mapping) -> Path:
+    """``model_path``: where checkpoint names are looked up (None: ``resources/pretrained_models``)."""
+    return _folder(config, "model_path", configs.PRETRAINED_MODELS_DIR)
+
+
+def output_dir(config: Mapping) -> Path:
+    """``output_path``: where ``store_predictions`` writes (None: ``resources/predictions``)."""
+    return _folder(config, "output_path", configs.PREDICTIONS_DIR)
+
+
+def preds_dir(config: Mapping) -> Path:
+    """``preds_path``: where ensemble / eval / pseudo-label names are looked up (None: ``resources/predictions``)."""
+    return _folder(config, "preds_path", configs.PREDICTIONS_DIR)
+
+
+def pretrained_name(config: Mapping) -> str:
+    """The model (or prediction folder) a command works on: ``pretrained_name``, else
+    ``t4_wrapper.model_init_id`` (the reference README names it that way for ATST), else ``atst_stage2``."""
+    name = config.get("pretrained_name") or config.get("t4_wrapper", {}).get("model_init_id")
+    return str(name) if name else DEFAULT_PRETRAINED_NAME
+
+
+def _available(folder: Path, keep: Callable[[Path], bool]) -> str:
+    names = sorted(p.stem if p.is_file() else p.name for p in folder.iterdir() if keep(p)) if folder.is_dir() else []
+    return ", ".join(names) if names else "none"
+
+
+def resolve_checkpoint_file(name_or_path: str | os.PathLike, models: Path) -> Path:
+    """A checkpoint given as a path, or as a name in ``models`` with or without ``.ckpt`` / ``.pt``."""
+    try:
+        return configs.resolve_resource(name_or_path, models, suffixes=CHECKPOINT_SUFFIXES)
+    except FileNotFoundError:
+        available = _available(models, lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+        raise PredictionCommandError(
+            f"checkpoint {str(name_or_path)!r} not found: it is neither a file nor a name in {models} "
+            f"(available there: {available}). Set pretrained_name=<name or path> (and model_path=<folder>), "
+            "or download the released checkpoints with `python download_resources.py stage2`."
+        ) from None
+
+
+def _prediction_folder(name_or_path: str | os.PathLike, root: Path, what: str) -> Path:
+    """A folder of prediction files given as a name in ``root`` or as a path."""
+    candidates = [root / str(name_or_path), Path(name_or_path).expanduser()]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    available = _available(root, lambda p: p.is_dir() and any(p.glob("*" + PREDICTION_SUFFIX)))
+    raise PredictionCommandError(
+        f"{what} {str(name_or_path)!r} not found: looked for {', '.join(str(c) for c in candidates)}; "
+        f"prediction folders in {root}: {available}. Write them with `python -m ex_stage2 store_predictions` "
+        "or `ensemble_predictions`."
+    )
+
+
+def resolve_pseudo_label_dir(config: Mapping) -> Path | None:
+    """The folder of pseudo-label files (``<set>.hdf5``) for training, or None (iteration 1: none).
+
+    ``pseudo_labels``: None → ``resources/pseudo-labels`` if that folder exists, else None; a name → the folder
+    of that name in ``preds_path`` (default ``resources/predictions``, where store/ensemble write); a path → the
+    path itself. A name or path that does not exist, or a folder without any pseudo-label set file
+    (``data_util.layout.PSEUDO_LABEL_SETS``), is an error.
+    """
+    value = config.get("pseudo_labels")
+    if value in (None, ""):
+        return configs.PSEUDO_LABELS_DIR if configs.PSEUDO_LABELS_DIR.is_dir() else None
+    folder = _prediction_folder(value, preds_dir(config), "pseudo_labels")
+    if not any((folder / f"{name}{PREDICTION_SUFFIX}").is_file() for name in PSEUDO_LABEL_SETS):
+        raise PredictionCommandError(
+            f"pseudo_labels={str(value)!r}: {folder} holds none of the pseudo-label files "
+            f"{', '.join(n + PREDICTION_SUFFIX for n in PSEUDO_LABEL_SETS)}"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+class WaveformModel(nn.Module):
+    """SED model with its two front-ends: waveforms [B, 160000] at 16 kHz → strong logits [B, 156, 27]."""
+
+    def __init__(self, model: nn.Module, cnn_frontend: nn.Module, transformer_frontend: nn.Module):
+        super().__init__()
+        self.model = model
+        self.cnn_frontend = cnn_frontend
+        self.transformer_frontend = transformer_frontend
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        # The front-ends disable autocast themselves (float32 features, as in training).
+        cnn_features, transformer_features = self.cnn_frontend(audio), self.transformer_frontend(audio)
+        return self.model(cnn_features, transformer_features, return_strong_logits=True)  # (B, 156, 27)
+
+
+def build_model_from_config(config: Mapping) -> WaveformModel:
+    """The randomly initialised SED model and front-ends of ``config`` (``arch``, ``<arch>``, ``t4_wrapper``,
+    ``mel``, ``scaler``, ``passt_mel``), built exactly as the training code builds them."""
+    from helpers.system import build_frontends, build_sed_model  # lazy: pulls in Lightning
+
+    configs.require_arch(config.get("arch"))
+    cnn_frontend, transformer_frontend = build_frontends(config)
+    return WaveformModel(build_sed_model(config), cnn_frontend, transformer_frontend)
+
+
+def _warn_unusual_wrapper(config: Mapping, checkpoint: Path) -> None:
+    """Warn when a released stage checkpoint is run with other wrapper settings than it was trained with
+    (e.g. ``embed_pool``: they load without error but change the outputs)."""
+    from models.registry import PRETRAINED
+
+    info = PRETRAINED[config["arch"]]
+    if checkpoint.stem not in info.stage_checkpoints:
+        return
+    wrapper = config.get("t4_wrapper", {})
+    different = {k: (wrapper.get(k), v) for k, v in info.wrapper_defaults.items()
+                 if k in WRAPPER_SETTINGS_CHECKED and wrapper.get(k) != v}
+    if different:
+        log.warning("%s was trained with %s; the config has %s", checkpoint.name,
+                    ", ".join(f"t4_wrapper.{k}={v[1]}" for k, v in different.items()),
+                    ", ".join(f"t4_wrapper.{k}={v[0]}" for k, v in different.items()))
+
+
+def load_model(config: Mapping, checkpoint: Path, mode: str) -> WaveformModel:
+    """Build the model of ``config`` and load the ``mode`` weights of ``checkpoint`` strictly (one read)."""
+    from models.checkpoints import CheckpointError, load_sed_checkpoint
+
+    model = build_model_from_config(config)
+    _warn_unusual_wrapper(config, checkpoint)
+    try:
+        load_sed_checkpoint(model.model, checkpoint, mode=mode)
+    except CheckpointError as e:
+        wrapper = config.get("t4_wrapper", {})
+        raise CheckpointError(
+            f"{e}\nThe model is built from the config: arch={config['arch']}, "
+            f"t4_wrapper.no_wrapper={wrapper.get('no_wrapper')}, {config['arch']}.* sizes "
+            f"{ {k: v for k, v in config.get(config['arch'], {}).items() if k != 'pretrained_name'} }. "
+            "Pass the settings the checkpoint was trained with (BEATs: t4_wrapper.no_wrapper=1)."
+        ) from e
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# store_predictions
+# --------------------------------------------------------------------------------------------------
+def _autocast(device: torch.device, precision: str):
+    precision = str(precision)
+    if precision in FLOAT32_PRECISIONS:
+        return nullcontext()
+    if precision not in BF16_PRECISIONS:
+        raise PredictionCommandError(
+            f"precision={precision!r} is not supported; use one of {FLOAT32_PRECISIONS + BF16_PRECISIONS}"
+        )
+    if device.type != "cuda":
+        log.warning("precision=%s needs a GPU; predicting in float32 on the %s", precision, device.type)
+        return nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, dataset, *, batch_size: int, num_workers: int, device: torch.device,
+                   precision: str = DEFAULT_PRECISION, desc: str = "") -> tuple[list[str], np.ndarray]:
+    """(stems, float32 strong logits [N, 156, 27]) of every sample (``audio``, ``filename``) of ``dataset``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    stems: list[str] = []
+    logits: list[np.ndarray] = []
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+        audio = batch["audio"].to(device, non_blocking=True)
+        with _autocast(device, precision):
+            strong_logits = model(audio)
+        logits.append(strong_logits.float().cpu().numpy())
+        stems.extend(batch["filename"])
+    return stems, np.concatenate(logits)
+
+
+def _prediction_set_folder(name: str, dataset_root: Path) -> Path:
+    source = "weak_train" if name == "weak_val" else name  # weak_val: the whole weak folder, as the reference
+    return dataset_root / SETS[source].audio
+
+
+def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
+    """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS``.
+
+    ``name``: ``out_name`` if set, else the checkpoint's name (``pretrained_name`` → ``t4_wrapper.model_init_id``
+    → ``atst_stage2``; a path gives its file stem); ``_t`` is appended for ``mode=teacher``. Existing files are
+    kept unless ``overwrite=True``; sets without an audio folder are skipped. The checkpoint is loaded once, on
+    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards.
+    """
+    arch = configs.require_arch(config.get("arch"))
+    mode = config.get("mode", "student")
+    if mode not in MODES:
+        raise PredictionCommandError(f"mode={mode!r} must be one of {MODES}")
+    checkpoint = resolve_checkpoint_file(pretrained_name(config), model_dir(config))
+    folder_name = str(config.get("out_name") or checkpoint.stem) + (TEACHER_SUFFIX if mode == "teacher" else "")
+    out_dir = output_dir(config) / folder_name
+    dataset_root = configs.resolve_dataset_path(config.get("base_path"))
+    overwrite = bool(config.get("overwrite", False))
+    loader_kwargs = dict(batch_size=int(config.get("batch_size", 128)),
+                         num_workers=int(config.get("test", {}).get("num_workers", 0)),
+                         precision=str(config.get("predict_precision", DEFAULT_PRECISION)))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    attributes = {"checkpoint": str(checkpoint), "arch": arch, "mode": mode}
+    description = f"checkpoint={checkpoint}; arch={arch}; mode={mode}"
+
+    from data_util.datasets import build_prediction_set
+
+    folders = {name: _prediction_set_folder(name, dataset_root) for name in PREDICTION_SETS}
+    shared_folders = {f for f in folders.values() if list(folders.values()).count(f) > 1}  # weak_train / weak_val
+    computed: dict[Path, tuple[list[str], np.ndarray]] = {}  # predictions of shared folders, computed once
+    model = None
+    written: dict[str, str] = {}
+    for name in PREDICTION_SETS:
+        path, audio_folder = out_dir / f"{name}{PREDICTION_SUFFIX}", folders[name]
+        if path.is_file() and not overwrite:
+            echo(f"{name}: kept existing {path} (overwrite=True replaces it)")
+            written[name] = str(path)
+            continue
+        if audio_folder not in computed:
+            if not audio_folder.is_dir():
+                echo(f"{name}: skipped (no audio folder {audio_folder})")
+                continue
+            dataset = build_prediction_set(name, dataset_root)
+            if len(dataset) == 0:
+                echo(f"{name}: skipped (no audio files in {audio_folder})")
+                continue
+            if model is None:
+                model = load_model(config, checkpoint, mode).to(device)
+                echo(f"Storing {mode} predictions of {checkpoint} ({arch}, {device}) to {out_dir}.")
+            predictions = predict_logits(model, dataset, device=device, desc=name, **loader_kwargs)
+            if audio_folder in shared_folders:
+                computed[audio_folder] = predictions
+        else:
+            predictions = computed[audio_folder]
+        stems, logits = predictions
+        write_predictions(path, stems, logits, model=description, extra_attrs=attributes)
+        echo(f"{name}: {len(stems)} clips -> {path}")
+        written[name] = str(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# ensemble_predictions
+# --------------------------------------------------------------------------------------------------
+def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
+    """Mean of the logits of the prediction folders ``pretrained_names`` (in ``preds_path``), per set, into
+    ``<preds_path>/<out_name or "_".join(names)>/<set>.hdf5``.
+
+    Clips are aligned by name. A set present in some members but not in all is an error (listed before anything
+    is written); a set present in none is skipped. Existing output files are kept unless ``overwrite=True``.
+    All new files are written into a temporary folder first and moved into place only when every set succeeded.
+    Returns ``{set: file}`` of the ensemble's files.
+    """
+    from helpers.ensemble import ensemble_files
+
+    names = [str(n) for n in (config.get("pretrained_names") or ())]
+    if len(names) < MIN_ENSEMBLE_MEMBERS:
+        raise PredictionCommandError(
+            f"pretrained_names needs at least {MIN_ENSEMBLE_MEMBERS} prediction folders, got {names!r}; "
+            "e.g. pretrained_names='(\"atst_stage2\", \"passt_stage2\", \"beats_stage2\")'"
+        )
+    root = preds_dir(config)
+    members = [_prediction_folder(name, root, "prediction folder") for name in names]
+    out_name = str(config.get("out_name") or "_".join(Path(n).name for n in names))
+    out_dir = root / out_name
+    if out_dir.resolve() in members:
+        raise PredictionCommandError(f"out_name={out_name!r} would overwrite the ensemble member {out_dir}")
+    overwrite = bool(config.get("overwrite", False))
+
+    plan: dict[str, list[Path]] = {}
+    incomplete, absent = [], []
+    for name in PREDICTION_SETS:
+        files = [member / f"{name}{PREDICTION_SUFFIX}" for member in members]
+        present = [f.is_file() for f in files]
+        if not any(present):
+            absent.append(name)
+        elif not all(present):
+            incomplete.append(f"{name} (missing: {', '.join(str(f) for f, p in zip(files, present) if not p)})")
+        else:
+            plan[name] = files
+    if incomplete:
+        raise PredictionCommandError(
+            "these sets are missing in some ensemble members (run store_predictions for them, or remove their "
+            "files from the other members): " + "; ".join(incomplete)
+        )
+    if not plan:
+        raise PredictionCommandError(f"no prediction files in any of {', '.join(map(str, members))}")
+    if absent:
+        echo(f"skipped (in none of the members): {', '.join(absent)}")
+
+    result: dict[str, str] = {}
+    todo = {}
+    for name, files in plan.items():
+        target = out_dir / f"{name}{PREDICTION_SUFFIX}"
+        result[name] = str(target)
+        if target.is_file() and not overwrite:
+            echo(f"{name}: kept existing {target} (overwrite=True replaces it)")
+        else:
+            todo[name] = files
+    if not todo:
+        return result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for name, files in todo.items():
+            ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}",
+                           model="ensemble mean of logits: " + ", ".join(names))
+        for name in todo:
+            os.replace(staging / f"{name}{PREDICTION_SUFFIX}", out_dir / f"{name}{PREDICTION_SUFFIX}")
+            echo(f"{name}: mean of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# eval_predictions
+# --------------------------------------------------------------------------------------------------
+def _flat_metrics(report: Mapping) -> dict[str, float]:
+    """``{"<set>/<metric>": value}`` of the numbers the console block shows (plus the cross-validated one)."""
+    metrics: dict[str, float] = {}
+    for name, entry in report.get("sets", {}).items():
+        for key in ("mpauc", "mpauc_csebbs"):
+            if key in entry:
+                metrics[f"{name}/{key}"] = float(entry[key])
+        if "raw" in entry:
+            metrics[f"{name}/psds1"] = float(entry["raw"]["psds1"])
+        if "csebbs" in entry:
+            metrics[f"{name}/psds1_csebbs"] = float(entry["csebbs"]["psds1"])
+    cross_validated = report.get("csebbs_cross_validated", {})
+    if "devtest_psds1_csebbs_cross_validated" in cross_validated:
+        metrics["devtest/psds1_csebbs_cross_validated"] = float(
+            cross_validated["devtest_psds1_csebbs_cross_validated"])
+    return metrics
+
+
+def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
+    """Evaluate the prediction folder ``pretrained_name`` (a name in ``preds_path`` or a path).
+
+    Prints the reference's console block (MAESTRO dev mpAUC, devtest / eval_public PSDS1, raw and with cSEBBs
+    tuned on devtest), writes ``eval_report.json``, plots and the eval_private submission folders into the
+    prediction folder (``helpers.eval_report``). Returns ``{"<set>/<metric>": value}``.
+    """
+    from helpers.eval_report import CSEBBsConfig, evaluate_predictions
+
+    folder = _prediction_folder(pretrained_name(config), preds_dir(config), "prediction folder")
+    csebbs_cfg = CSEBBsConfig(
+        classwise=bool(config.get("classwise", True)),
+        step_filter_lengths=tuple(config["step_filter_lengths"]),
+        merge_thresholds_rel=tuple(config["merge_thresholds_rel"]),
+        merge_thresholds_abs=tuple(config["merge_thresholds_abs"]),
+        cross_validation_folds=int(config.get("cross_validation_folds") or 0),
+        num_jobs=config.get("num_jobs"),
+    )
+    resources = _folder(config, "resources_path", configs.RESOURCES_DIR)
+    report = evaluate_predictions(folder, configs.resolve_dataset_path(config.get("base_path")), resources,
+                                  csebbs_cfg, echo=echo)
+    return _flat_metrics(report)
+
+
+__all__ = [
+    "store_predictions", "ensemble_predictions", "eval_predictions", "resolve_pseudo_label_dir",
+    "build_model_from_config", "load_model", "predict_logits", "resolve_checkpoint_file", "pretrained_name",
+    "WaveformModel", "PredictionCommandError",
+]

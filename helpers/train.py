@@ -1,0 +1,362 @@
+"""Training entry points of both Sacred experiments: ``train(config, stage)`` and ``test_checkpoint(...)``.
+
+``train`` builds the data (``T4DataModule``), the student (initialised per stage, see :func:`initialise_student`)
+and the :class:`helpers.system.SEDSystem`, fits with Lightning (``trainer.*`` config keys pass through), keeps
+the best checkpoint by ``val/obj_metric`` and ``last.ckpt``, then tests the best weights on devtest, external
+strong val and MAESTRO dev and returns the metrics. ``ckpt_path`` in the config resumes from a Lightning
+checkpoint (e.g. ``.../checkpoints/last.ckpt``) with optimizer, scheduler, EMA teacher, sampler position and
+RNG state.
+
+Layout of a run: ``<trainer.default_root_dir>/<wandb.project>/<run name>/`` holding ``checkpoints/``
+(``best-*.ckpt``, ``last.ckpt``), ``metrics.csv``, ``codecarbon/`` and the wandb folder.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import ConcatDataset, DataLoader
+
+import configs
+from data_util import layout
+from data_util.datasets import (
+    MAESTRO_REAL_VAL, TRAIN_SET_NAMES, WEAK_VAL, build_eval_set, build_train_sets,
+)
+from data_util.sampler import MultiSetBatchSampler
+from helpers.maestro_eval import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_name, recording_ground_truth
+from helpers.run_logging import (
+    ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
+)
+from helpers.scores import read_durations, read_ground_truth
+from helpers.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
+from models.checkpoints import load_pretrained_backbone, load_sed_checkpoint, resolve_checkpoint, safe_load
+
+log = logging.getLogger(__name__)
+
+MONITOR = "val/obj_metric"
+LAST_CHECKPOINT = "last"
+RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
+MIN_SOFT_LABEL_CONFIDENCE = 0.5
+CPU_PRECISION = "32"
+# Backbone-only checkpoints (config key) used when <arch>.pretrained_name is None.
+SSL_CHECKPOINT_KEYS = {"atst_frame": "atst_checkpoint", "beats": "beats_checkpoint"}
+
+
+# ------------------------------------------------------------------------------------------------ paths
+def dataset_root(config: Mapping) -> Path:
+    return configs.resolve_dataset_path(config.get("base_path"))
+
+
+def resources_dir(config: Mapping) -> Path:
+    path = config.get("resources_path")
+    return Path(path).expanduser().resolve() if path else configs.RESOURCES_DIR
+
+
+def pseudo_label_dir(config: Mapping) -> Path | None:
+    """Folder of the pseudo-label files, or None when the pseudo-label loss is off (weight 0) or disabled."""
+    if float(config["loss_weights"][5]) <= 0 or not config.get("training", {}).get("use_pseudo_labels", True):
+        return None
+    from helpers.prediction_commands import resolve_pseudo_label_dir  # prediction files are pseudo-label files
+
+    return resolve_pseudo_label_dir(config)
+
+
+# ------------------------------------------------------------------------------------------------ model
+def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(student, teacher or None) for ``stage``.
+
+    ``t4_wrapper.model_init_id`` (a name in ``resources/pretrained_models`` with or without ``.ckpt``, or a
+    path): the student from the checkpoint's ``student`` entry and the teacher from its ``model_init_mode``
+    entry (reference: default "student"). Otherwise the transformer (and AudioSet head) from
+    ``<arch>.pretrained_name``, or, when that is None, from the arch's backbone-only file
+    (``atst_checkpoint`` / ``beats_checkpoint``) if one is set; both None = random init (demo, tests).
+    """
+    arch = config["arch"]
+    student = build_sed_model(config)
+    wrapper = config.get("t4_wrapper", {})
+    init_id = wrapper.get("model_init_id")
+    if init_id:
+        path = resolve_checkpoint(init_id)
+        load_sed_checkpoint(student, path, mode="student")
+        teacher = build_sed_model(config)
+        load_sed_checkpoint(teacher, path, mode=wrapper.get("model_init_mode", "student"))
+        return student, teacher
+    if stage == 2:
+        log.warning("stage 2 without t4_wrapper.model_init_id: starting from the backbone weights, not from stage 1")
+    name = config.get(arch, {}).get("pretrained_name")
+    if name is None and arch in SSL_CHECKPOINT_KEYS:
+        name = config.get(SSL_CHECKPOINT_KEYS[arch])
+    if name:
+        info = load_pretrained_backbone(student, resolve_checkpoint(name), arch)
+        log.info("backbone initialised from %s (%s)", name, info.source_format)
+    else:
+        log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
+    return student, None
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _loader_kwargs(num_workers: int) -> dict:
+    return {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": torch.cuda.is_available()}
+
+
+class T4DataModule(pl.LightningDataModule):
+    """Training batches from the multi-set sampler; validation and test sets as single concatenated loaders.
+
+    The sampler shards by the trainer's rank (Lightning's distributed sampler must be off:
+    ``use_distributed_sampler=False``); its position is part of the checkpoint (``state_dict``).
+    """
+
+    def __init__(self, config: Mapping, stage: int):
+        super().__init__()
+        self.config = config
+        self.stage = stage
+        self.root, self.resources = dataset_root(config), resources_dir(config)
+        self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
+        self.sampler: MultiSetBatchSampler | None = None
+        self._pending_sampler_state: dict | None = None
+        self._train_set = None
+
+    def sub_batch_slices(self) -> dict[str, slice]:
+        bounds = [0]
+        for size in self.batch_sizes:
+            bounds.append(bounds[-1] + size)
+        return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
+
+    def _eval_set(self, name: str):
+        v = self.config.get("validation", {})
+        return build_eval_set(name, self.root, self.resources, weak_split=v.get("weak_split", 0.9),
+                              maestro_split=v.get("maestro_split", 0.9), seed=v.get("seed", 42),
+                              skip_unreadable=bool(self.config["training"].get("skip_unreadable", False)))
+
+    def train_dataloader(self) -> DataLoader:
+        if self._train_set is None:
+            training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
+            sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
+            self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
+                sets, self.batch_sizes, seed=int(self.config["training"].get("seed", 42)),
+                rank=self.trainer.global_rank if self.trainer else 0,
+                world_size=self.trainer.world_size if self.trainer else 1)
+            if self._pending_sampler_state is not None:
+                self.sampler.load_state_dict(self._pending_sampler_state)
+                self._pending_sampler_state = None
+        workers = int(self.config["training"].get("num_workers", 0))
+        return DataLoader(self._train_set, batch_sampler=self.sampler, **_loader_kwargs(workers))
+
+    def _concat_loader(self, names, block: str) -> DataLoader:
+        cfg = self.config.get(block, {})
+        dataset = ConcatDataset([self._eval_set(n) for n in names])
+        return DataLoader(dataset, batch_size=int(cfg.get("batch_size", 20)), shuffle=False,
+                          **_loader_kwargs(int(cfg.get("num_workers", 0))))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._concat_loader(VAL_SETS, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._concat_loader(TEST_SETS, "test")
+
+    def state_dict(self) -> dict:
+        """The sampler's position; a finished epoch (all batches or ``limit_train_batches``) is saved as the
+        start of the next one, so that resuming does not depend on when Lightning calls ``set_epoch``."""
+        if self.sampler is None:
+            return {}
+        state = self.sampler.state_dict()
+        if self.trainer is not None:
+            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            epoch_batches = min(len(self.sampler), self.trainer.num_training_batches)
+            state = self.sampler.state_dict(batches_done=min(done, len(self.sampler)))
+            if done >= epoch_batches:
+                state.update(epoch=state["epoch"] + 1, batches_done=0)
+        return {"sampler": state, "world_size": self.sampler.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler_state = state.get("sampler")
+        if sampler_state is None:
+            return
+        if self.sampler is not None:
+            self.sampler.load_state_dict(sampler_state)
+        else:
+            self._pending_sampler_state = sampler_state
+
+
+class SamplerEpoch(pl.Callback):
+    """Selects the sampler's permutations of each epoch (``set_epoch``) before its iterator is created.
+
+    Lightning 2.6 calls ``set_epoch`` on a DataLoader's ``sampler`` only, not on a custom ``batch_sampler``:
+    without this every epoch would repeat the first epoch's batches.
+    """
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        sampler = getattr(trainer.datamodule, "sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(trainer.current_epoch)
+
+
+def load_eval_sets(config: Mapping, names) -> dict[str, EvalSet]:
+    """Ground truth and durations of the validation / test sets ``names`` (tsvs of the dataset layout)."""
+    root, resources = dataset_root(config), resources_dir(config)
+
+    def path(spec_path: str, spec) -> Path:
+        return layout.resolve(spec_path, root, resources, spec.labels_in_resources)
+
+    result: dict[str, EvalSet] = {}
+    for name in names:
+        if name == WEAK_VAL:
+            result[name] = EvalSet(kind="weak")
+        elif name == MAESTRO_REAL_VAL:
+            # chunks of the held-out MAESTRO train recordings, scored directly (as the reference's validation)
+            spec = layout.SETS["maestro_real_train"]
+            gt = read_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED,
+                                   min_confidence=MIN_SOFT_LABEL_CONFIDENCE, keep_empty=True)
+            durations = {}
+            for chunk in gt:
+                _, onset, offset = parse_chunk_name(chunk)
+                durations[chunk] = offset - onset
+            result[name] = EvalSet(kind="maestro_chunks", ground_truth=gt, durations=durations)
+        elif name == "maestro_real_dev":
+            spec = layout.SETS[name]
+            gt = recording_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED)
+            result[name] = EvalSet(kind="maestro_recordings", ground_truth=gt,
+                                   durations=read_durations(path(spec.durations, spec)))
+        else:
+            spec = layout.SETS[name]
+            result[name] = EvalSet(kind="desed", ground_truth=read_ground_truth(path(spec.labels, spec)),
+                                   durations=read_durations(path(spec.durations, spec)))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+def trainer_kwargs(config: Mapping) -> dict:
+    """``trainer.*`` config keys for ``pl.Trainer``; mixed precision falls back to float32 without CUDA."""
+    kwargs = dict(config.get("trainer", {}))
+    accelerator = kwargs.get("accelerator", "auto")
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if on_cpu and str(kwargs.get("precision", CPU_PRECISION)) in ("16-mixed", "16", "16-true", "bf16-true"):
+        log.warning("trainer.precision=%s needs a GPU; using %s on the CPU", kwargs["precision"], CPU_PRECISION)
+        kwargs["precision"] = CPU_PRECISION
+    if on_cpu and kwargs.get("benchmark"):
+        kwargs["benchmark"] = False  # cudnn only
+    return kwargs
+
+
+def make_run_dir(config: Mapping, resume_from: str | None) -> Path:
+    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder."""
+    if resume_from:
+        checkpoint = Path(resume_from).resolve()
+        if checkpoint.parent.name == "checkpoints":
+            return checkpoint.parent.parent
+    if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP child process
+        return Path(os.environ[RUN_DIR_ENV])
+    root = Path(config.get("trainer", {}).get("default_root_dir", "./outputs"))
+    project = config.get("wandb", {}).get("project") or "dcase24_task4"
+    name = config.get("wandb", {}).get("name") or f"{config['arch']}_stage"
+    run_dir = (root / project / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}").resolve()
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
+def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) -> pl.Trainer:
+    checkpoint_dir = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{epoch}-{step}", monitor=MONITOR, mode="max",
+                        save_top_k=1),
+        # last.ckpt after every validation / epoch: Lightning 2.6's save_last=True only rewrites it when a
+        # top-k checkpoint was saved in the same step, which leaves a stale last.ckpt to resume from
+        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
+                        enable_version_counter=False),
+        SamplerEpoch(),
+        EnergyCallback(run_dir / "codecarbon", stage),
+        ComplexityCallback(),
+    ]
+    kwargs = trainer_kwargs(config)
+    kwargs.setdefault("default_root_dir", str(run_dir))
+    if stage == 2 and kwargs.get("strategy") == "ddp":
+        # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
+        # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
+
+
+def plain_config(value):
+    """A Sacred config (``ReadOnlyDict`` / ``ReadOnlyList``) as plain dicts, lists and tuples (a deep copy)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_config(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(plain_config(v) for v in value)
+    if isinstance(value, list):
+        return [plain_config(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _float_metrics(metrics: Mapping) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+
+
+def train(config: dict, stage: int) -> dict:
+    """Train stage ``stage`` (1 or 2) with the resolved experiment ``config``; test the best checkpoint.
+
+    Returns ``{metric name: value}`` of the test run (``test/student/devtest/psds1``, ...,
+    ``test/student/rank_score``) plus ``best_model_path`` and ``run_dir``.
+    """
+    config = plain_config(config)
+    configs.require_arch(config.get("arch"))
+    resume_from = config.get("ckpt_path")
+    pl.seed_everything(int(config.get("seed", config.get("training", {}).get("seed", 42))), workers=True)
+    run_dir = make_run_dir(config, resume_from)
+    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
+    data = T4DataModule(config, stage)
+    student, teacher = initialise_student(config, stage)
+    system = SEDSystem(config, stage, student, teacher=teacher, sub_batch_slices=data.sub_batch_slices(),
+                       eval_sets=load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS)), run_info=run_info)
+    # a resumed run writes its metrics next to the first part's instead of replacing them
+    csv_version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}" if resume_from else ""
+    loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
+    try:
+        trainer = _build_trainer(config, stage, run_dir, loggers)
+        trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+        fit_metrics = _float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
+        last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+        best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")
+        if best:
+            system.load_state_dict(safe_load(best)["state_dict"])
+        else:
+            log.warning("no checkpoint was written: testing the final weights")
+        trainer.test(system, datamodule=data)
+        result = {**fit_metrics, **_float_metrics(trainer.callback_metrics)}
+    finally:
+        finish_loggers(loggers)
+    result.update(best_model_path=str(best), run_dir=str(run_dir))
+    return result
+
+
+def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
+    """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
+    config = plain_config(config)
+    configs.require_arch(config.get("arch"))
+    path = resolve_checkpoint(ckpt_path)
+    student, teacher = build_sed_model(config), build_sed_model(config)
+    load_sed_checkpoint(student, path, mode="student")
+    load_sed_checkpoint(teacher, path, mode="teacher")
+    run_dir = make_run_dir(config, None)
+    run_info = {**run_metadata(stage), "run_dir": str(run_dir), "tested_checkpoint": str(path)}
+    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=load_eval_sets(config, TEST_SETS),
+                       run_info=run_info)
+    data = T4DataModule(config, stage)
+    loggers = make_loggers(config, run_dir, run_info)
+    try:
+        trainer = _build_trainer(config, stage, run_dir, loggers)
+        trainer.test(system, datamodule=data)
+        result = _float_metrics(trainer.callback_metrics)
+    finally:
+        finish_loggers(loggers)
+    return result
+
+
+__all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerEpoch",
+           "load_eval_sets", "trainer_kwargs"]

@@ -1,0 +1,110 @@
+"""End-to-end: stage 1 then stage 2 (initialised from the stage-1 checkpoint) for every arch on the tiny demo data."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import configs
+from models.checkpoints import safe_load
+
+ARCHS = ("atst_frame", "fpasst", "beats")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one intra-op thread (a shared CPU makes more threads spin, up to 9x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _deep_update(tree: dict, updates: dict) -> dict:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _deep_update(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
+
+
+def tiny_config(stage: int, arch: str, demo_root, resources, out_dir, **trainer) -> dict:
+    """The demo named config on the tiny preset, a few steps, CPU, no pretrained files, loggers off."""
+    config = configs.default_config(stage)
+    _deep_update(config, configs.demo_config(stage))
+    _deep_update(config, dict(
+        arch=arch, base_path=str(demo_root), resources_path=str(resources), atst_checkpoint=None,
+        beats_checkpoint=None,
+        trainer={**dict(max_epochs=1, limit_train_batches=2, default_root_dir=str(out_dir), log_every_n_steps=1,
+                        enable_progress_bar=False, enable_model_summary=False), **trainer},
+        test=dict(batch_size=16, num_workers=0), validation=dict(batch_size=16, num_workers=0),
+    ))
+    if arch == "beats":  # the BEATs recipe: raw tokens, interpolated to the CNN frames
+        config["t4_wrapper"].update(no_wrapper=True, embed_pool="int", interpolation_mode="nearest-exact")
+    return config
+
+
+def _backbone(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("as_model.")}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stage1_then_stage2(arch, demo_tiny, tmp_path):
+    from helpers.train import train
+
+    root, resources = demo_tiny
+    limits = {} if arch == "atst_frame" else {"limit_val_batches": 1, "limit_test_batches": 1}
+    config1 = tiny_config(1, arch, root, resources, tmp_path / "s1", **limits)
+    result1 = train(copy.deepcopy(config1), 1)
+    assert "test/student/rank_score" in result1 and "test/teacher/rank_score" in result1
+    checkpoint1 = safe_load(result1["best_model_path"])
+    assert checkpoint1["global_step"] == 2
+    assert checkpoint1["config"]["arch"] == arch and checkpoint1["run_info"]["stage"] == 1
+    student1, teacher1 = checkpoint1["student"], checkpoint1["teacher"]
+    assert student1.keys() == teacher1.keys()
+    # stage 1: the transformer is frozen, so the EMA teacher's copy stays identical; the CRNN moved
+    for key, value in _backbone(student1).items():
+        assert torch.equal(value, teacher1[key]), key
+    assert any(not torch.equal(student1[k], teacher1[k]) for k in student1 if k.startswith("cnn."))
+    if arch == "atst_frame":
+        assert result1["val/obj_metric"] >= 0.0
+        assert "test/student/maestro_real_dev/segment_mpauc" in result1
+
+    config2 = tiny_config(2, arch, root, resources, tmp_path / "s2", **limits)
+    config2["t4_wrapper"]["model_init_id"] = result1["best_model_path"]
+    result2 = train(copy.deepcopy(config2), 2)
+    checkpoint2 = safe_load(result2["best_model_path"])
+    student2 = checkpoint2["student"]
+    assert student2.keys() == student1.keys()
+    # stage 2 trains the transformer, starting from the stage-1 weights
+    changed = [k for k, v in _backbone(student2).items() if not torch.equal(v, student1[k])]
+    assert changed, "stage 2 left every transformer weight unchanged"
+    assert len(checkpoint2["optimizer_states"][0]["param_groups"]) >= 3  # cnn, rnn and transformer groups
+
+
+def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
+    from helpers.stages import STAGE1, STAGE2
+    from helpers.system import build_sed_model
+
+    config = tiny_config(1, "atst_frame", *demo_tiny, tmp_path)
+    model = build_sed_model(config)
+    groups = STAGE1.param_groups(model, config["optimizer"])
+    trained = {id(p) for g in groups for p in g["params"]}
+    for name, parameter in model.named_parameters():
+        in_crnn = not name.startswith("as_model.")
+        assert (id(parameter) in trained) == in_crnn, name
+        assert parameter.requires_grad == in_crnn, name
+    assert {g["lr"] for g in groups} == {config["optimizer"]["crnn_lr"]}
+
+    config2 = tiny_config(2, "atst_frame", *demo_tiny, tmp_path)
+    config2["optimizer"].update(pt_lr=1e-4, pt_lr_scale=0.5)
+    groups2 = STAGE2.param_groups(model, config2["optimizer"])
+    names = [g["name"] for g in groups2]
+    assert names[:2] == ["cnn", "rnn"] and names[2] == "pt0"
+    pt = [g for g in groups2 if g["name"].startswith("pt")]
+    assert len(pt) == model.as_model.model.depth + 2  # top norm, blocks, embeddings
+    assert all(abs(g["lr"] - 1e-4 * 0.5 ** i) < 1e-15 for i, g in enumerate(pt))
+    assert all("weight_decay" in g for g in groups2)
