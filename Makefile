@@ -32,9 +32,10 @@ test-fast: venv
 	$(PY) -m pytest -m "not integration"
 
 bench: venv
-	$(PY) bench/models.py
-	$(PY) bench/data.py
-	$(PY) bench/eval.py
+	$(PY) -m bench.models
+	$(PY) -m bench.data
+	$(PY) -m bench.eval
+	$(PY) -m bench.train
 
 clean-demo:
 	rm -rf demo_data outputs/demo
