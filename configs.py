@@ -74,6 +74,7 @@ def default_config(stage: int) -> dict:
         base_path=None,  # dataset root; None -> $T4_DATASET_PATH -> ./data (see resolve_dataset_path)
         resources_path=None,  # folder with external_strong_split/, exclude/, dirs/; None -> the repo's resources/
         pseudo_labels=None,  # folder (or name in resources/predictions) of pseudo-label files; None -> resources/pseudo-labels
+        model_path=None,  # folder where checkpoint names are looked up; None -> resources/pretrained_models
         ckpt_path=None,  # training: a Lightning checkpoint (e.g. <run>/checkpoints/last.ckpt) to resume; `test`: the checkpoint
         audio_len=10,
         sample_rate=sample_rate,
@@ -264,7 +265,6 @@ def default_config(stage: int) -> dict:
             out_name=None,
             mode="student",
             batch_size=128,
-            model_path=None,  # None -> resources/pretrained_models
             output_path=None,  # None -> resources/predictions
             preds_path=None,  # None -> resources/predictions
             overwrite=False,
@@ -307,8 +307,8 @@ def demo_config(stage: int) -> dict:
         test=dict(batch_size=8, num_workers=0),
         ssl_loss_warmup_steps=50,
         wandb=dict(offline=True, project="dcase24_task4_demo"),
-        **(dict(model_path=demo_root + "/pretrained_models", output_path=demo_root + "/predictions",
-                preds_path=demo_root + "/predictions") if stage == 2 else {}),
+        model_path=demo_root + "/pretrained_models",
+        **(dict(output_path=demo_root + "/predictions", preds_path=demo_root + "/predictions") if stage == 2 else {}),
     )
 
 

@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     common = {"arch": arch, "trainer.enable_progress_bar": False, "base_path": str(data),
               "resources_path": str(data / "resources"), "model_path": str(data / "pretrained_models"),
               "output_path": str(data / "predictions"), "preds_path": str(data / "predictions")}
-    stage1_only = {k: v for k, v in common.items() if k not in ("model_path", "output_path", "preds_path")}
+    stage1_only = {k: v for k, v in common.items() if k not in ("output_path", "preds_path")}
     epochs = ({"trainer.max_epochs": args.max_epochs[0]}, {"trainer.max_epochs": args.max_epochs[1]}) \
         if args.max_epochs else ({}, {})
     started = time.time()

@@ -83,7 +83,7 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     wrapper = config.get("t4_wrapper", {})
     init_id = wrapper.get("model_init_id")
     if init_id:
-        path = resolve_checkpoint(init_id)
+        path = resolve_checkpoint(init_id, config.get("model_path"))
         load_sed_checkpoint(student, path, mode="student")
         teacher = build_sed_model(config)
         load_sed_checkpoint(teacher, path, mode=wrapper.get("model_init_mode", "student"))
@@ -94,7 +94,7 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     if name is None and arch in SSL_CHECKPOINT_KEYS:
         name = config.get(SSL_CHECKPOINT_KEYS[arch])
     if name:
-        info = load_pretrained_backbone(student, resolve_checkpoint(name), arch)
+        info = load_pretrained_backbone(student, resolve_checkpoint(name, config.get("model_path")), arch)
         log.info("backbone initialised from %s (%s)", name, info.source_format)
     else:
         log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
@@ -339,7 +339,7 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
     config = plain_config(config)
     configs.require_arch(config.get("arch"))
-    path = resolve_checkpoint(ckpt_path)
+    path = resolve_checkpoint(ckpt_path, config.get("model_path"))
     student, teacher = build_sed_model(config), build_sed_model(config)
     load_sed_checkpoint(student, path, mode="student")
     load_sed_checkpoint(teacher, path, mode="teacher")

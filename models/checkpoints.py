@@ -573,9 +573,11 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike, arch: st
     return load_backbone(as_model.get_submodule(BACKBONE_PREFIX.rstrip(".")), path, arch, head=head)
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> pathlib.Path:
-    """A checkpoint given by path, or by name in ``resources/pretrained_models`` (``.ckpt`` / ``.pt`` tried),
-    as the config keys ``t4_wrapper.model_init_id``, ``pretrained_name`` and ``<arch>.pretrained_name`` name it."""
-    from configs import PRETRAINED_MODELS_DIR, resolve_resource
+def resolve_checkpoint(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> pathlib.Path:
+    """A checkpoint given by path, or by name in ``folder`` (default ``resources/pretrained_models``; ``.ckpt`` /
+    ``.pt`` tried), as the config keys ``t4_wrapper.model_init_id``, ``pretrained_name`` and
+    ``<arch>.pretrained_name`` name it (``model_path`` sets the folder)."""
+    import configs
 
-    return resolve_resource(name_or_path, PRETRAINED_MODELS_DIR, suffixes=(".ckpt", ".pt"))
+    folder = pathlib.Path(folder) if folder else configs.PRETRAINED_MODELS_DIR
+    return configs.resolve_resource(name_or_path, folder, suffixes=(".ckpt", ".pt"))
