@@ -312,6 +312,21 @@ def demo_config(stage: int) -> dict:
     )
 
 
+def merge_config(tree: dict, updates: dict) -> dict:
+    """Recursively update ``tree`` in place with ``updates`` (as Sacred applies named configs); returns ``tree``."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            merge_config(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
+
+
+def demo_defaults(stage: int) -> dict:
+    """``default_config(stage)`` with the ``demo`` named config applied (what ``with demo`` resolves to)."""
+    return merge_config(default_config(stage), demo_config(stage))
+
+
 class ConfigError(ValueError):
     """A config key or value that the experiments do not accept."""
 

@@ -48,19 +48,9 @@ MIB = 2**20
 KIB = 2**10
 
 
-def _deep_update(tree: dict, updates: dict) -> dict:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _deep_update(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
-
-
 def bench_config(arch: str, stage: int, size: str) -> dict:
-    config = configs.default_config(stage)
+    config = configs.demo_defaults(stage) if size == "tiny" else configs.default_config(stage)
     if size == "tiny":
-        _deep_update(config, configs.demo_config(stage))
         config["training"]["batch_sizes"] = TINY_BATCH
     for name in ARCHS:
         config[name]["pretrained_name"] = None

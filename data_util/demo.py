@@ -38,6 +38,7 @@ from scipy import signal as sp_signal
 
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES
 from data_util.layout import EXCLUDE_LISTS, SETS
+from data_util.tsv import Event
 
 log = logging.getLogger(__name__)
 
@@ -501,13 +502,6 @@ _PLAN, _RENDER = 1, 2
 def _rng(seed: int, stream: str, kind: int, index: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAMS.index(stream), kind, index])
 
-
-@dataclass(frozen=True)
-class Event:
-    onset: float
-    offset: float
-    label: str
-    confidence: float = 1.0
 
 
 def _render_events(rng: np.random.Generator, n_samples: int, labels: tuple[str, ...], snr_db_range, *,

@@ -61,9 +61,7 @@ def _untrained_checkpoint(arch: str, path: Path) -> Path:
     from helpers.system import build_sed_model
     from models.checkpoints import save_sed_checkpoint
 
-    config = configs.default_config(1)
-    for key, value in configs.demo_config(1).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    config = configs.demo_defaults(1)
     config["arch"] = arch
     torch.manual_seed(0)
     model = build_sed_model(config)

@@ -21,20 +21,9 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def _deep_update(tree: dict, updates: dict) -> dict:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _deep_update(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
-
-
 def tiny_config(stage: int, arch: str, demo_root, resources, out_dir, **trainer) -> dict:
     """The demo named config on the tiny preset, a few steps, CPU, no pretrained files, loggers off."""
-    config = configs.default_config(stage)
-    _deep_update(config, configs.demo_config(stage))
-    _deep_update(config, dict(
+    config = configs.merge_config(configs.demo_defaults(stage), dict(
         arch=arch, base_path=str(demo_root), resources_path=str(resources), atst_checkpoint=None,
         beats_checkpoint=None,
         trainer={**dict(max_epochs=1, limit_train_batches=2, default_root_dir=str(out_dir), log_every_n_steps=1,
