@@ -372,7 +372,7 @@ class TrainingDataConfig:
     skip_unreadable: bool = False  # not a reference key: replace unreadable clips instead of crashing
 
     # keys of the ``training`` block that are not about the data sets
-    NON_DATA_KEYS = ("batch_sizes", "num_workers")
+    NON_DATA_KEYS = ("batch_sizes", "num_workers", "checkpoint_every_n_steps")
 
     @classmethod
     def from_mapping(cls, config: Mapping | None) -> "TrainingDataConfig":

@@ -10,6 +10,13 @@ adds deterministic seeding, DDP sharding, named sub-batch slices and mid-epoch r
 DDP: each rank takes a disjoint, equally long share (``rank::world_size``) of every permutation, so the
 ranks together see each clip at most once per epoch. With Lightning, pass the trainer's rank and world
 size and set ``Trainer(use_distributed_sampler=False)`` so Lightning does not wrap the sampler.
+
+Per-sample seeds (``seeded=True``): every index comes as ``(index, seed)``, the seed a function of (sampler
+seed, epoch, rank, batch, position) only, and :class:`SeededSamples` runs the dataset's ``__getitem__`` under
+that seed (random crops, waveform mixing, impulse responses draw from torch's RNG). So a clip's random
+choices do not depend on which worker loads it, on DataLoader prefetching, or on where a run was resumed,
+and loading never advances the training process's own RNG: a run resumed mid-epoch gets the same batches
+and the same augmentation draws as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -17,7 +24,10 @@ import math
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
+
+_SEED_HIGH = 2**62
 
 
 class MultiSetBatchSampler(Sampler[list[int]]):
@@ -39,6 +49,7 @@ class MultiSetBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         drop_last: bool = True,
         names: Sequence[str] | None = None,
+        seeded: bool = False,
     ):
         if len(dataset_sizes) != len(batch_sizes):
             raise ValueError(
@@ -68,6 +79,7 @@ class MultiSetBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.seeded = bool(seeded)
         self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.dataset_sizes[:-1]))
         self.epoch = 0
         self._resume_batches = 0  # batches to skip at the start of the current epoch (after a resume)
@@ -76,11 +88,13 @@ class MultiSetBatchSampler(Sampler[list[int]]):
     @classmethod
     def for_sets(
         cls, datasets: Mapping[str, Dataset], batch_sizes: Sequence[int], **kwargs
-    ) -> tuple[ConcatDataset, "MultiSetBatchSampler"]:
-        """``(ConcatDataset of the sets in order, sampler)`` for named sets (e.g. ``build_train_sets``)."""
+    ) -> tuple[Dataset, "MultiSetBatchSampler"]:
+        """``(ConcatDataset of the sets in order, sampler)`` for named sets (e.g. ``build_train_sets``);
+        with ``seeded=True`` the dataset is wrapped in :class:`SeededSamples` to match the sampler's keys."""
         concat = ConcatDataset(list(datasets.values()))
         sizes = [len(d) for d in datasets.values()]
-        return concat, cls(sizes, batch_sizes, names=tuple(datasets), **kwargs)
+        sampler = cls(sizes, batch_sizes, names=tuple(datasets), **kwargs)
+        return (SeededSamples(concat) if sampler.seeded else concat), sampler
 
     @property
     def batch_size(self) -> int:
@@ -111,7 +125,12 @@ class MultiSetBatchSampler(Sampler[list[int]]):
         usable = len(order) - len(order) % self.world_size  # equal shares on all ranks
         return order[self.rank:usable:self.world_size]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def sample_seeds(self, batch_index: int) -> list[int]:
+        """The per-sample seeds of batch ``batch_index`` of the current epoch (one per row)."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, batch_index])
+        return [int(s) for s in rng.integers(0, _SEED_HIGH, size=self.batch_size)]
+
+    def __iter__(self) -> Iterator[list]:
         shards = [self._shard(i) for i in range(len(self.dataset_sizes))]
         skip, self._resume_batches = self._resume_batches, 0
         self._batches_yielded = skip
@@ -121,7 +140,7 @@ class MultiSetBatchSampler(Sampler[list[int]]):
                 positions = np.arange(batch_index * size, (batch_index + 1) * size) % len(shard)
                 batch.extend(int(offset + i) for i in shard[positions])
             self._batches_yielded = batch_index + 1
-            yield batch
+            yield list(zip(batch, self.sample_seeds(batch_index))) if self.seeded else batch
 
     def state_dict(self, batches_done: int | None = None) -> dict:
         """Position for resuming: ``{"epoch", "batches_done", "seed"}``.
@@ -140,3 +159,22 @@ class MultiSetBatchSampler(Sampler[list[int]]):
         self._resume_batches = int(state["batches_done"])
         if not 0 <= self._resume_batches <= len(self):
             raise ValueError(f"batches_done={self._resume_batches} is outside [0, {len(self)}] for this sampler")
+
+
+class SeededSamples(Dataset):
+    """A dataset indexed by ``(index, seed)``: ``dataset[index]`` with torch's CPU RNG seeded by ``seed``.
+
+    The caller's RNG state is restored afterwards, so loading a sample neither depends on nor changes it.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]

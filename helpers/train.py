@@ -16,6 +16,7 @@ import copy
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -34,6 +35,7 @@ from helpers.maestro_eval import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_nam
 from helpers.run_logging import (
     ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
 )
+from helpers.resume_points import ResumePoints
 from helpers.scores import read_durations, read_ground_truth
 from helpers.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
 from models.checkpoints import load_pretrained_backbone, load_sed_checkpoint, resolve_checkpoint, safe_load
@@ -102,8 +104,12 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _loader_kwargs(num_workers: int) -> dict:
-    return {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": torch.cuda.is_available()}
+def _loader_kwargs(num_workers: int, seed: int = 0) -> dict:
+    """DataLoader options. Each loader draws its workers' base seed from its own generator, not from torch's
+    global RNG, so creating a loader (every epoch, after a resume, for validation) never shifts the
+    augmentation draws of the training steps."""
+    return {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": torch.cuda.is_available(),
+            "generator": torch.Generator().manual_seed(seed)}
 
 
 class T4DataModule(pl.LightningDataModule):
@@ -142,12 +148,13 @@ class T4DataModule(pl.LightningDataModule):
             self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
                 sets, self.batch_sizes, seed=int(self.config["training"].get("seed", 42)),
                 rank=self.trainer.global_rank if self.trainer else 0,
-                world_size=self.trainer.world_size if self.trainer else 1)
+                world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
             if self._pending_sampler_state is not None:
                 self.sampler.load_state_dict(self._pending_sampler_state)
                 self._pending_sampler_state = None
         workers = int(self.config["training"].get("num_workers", 0))
-        return DataLoader(self._train_set, batch_sampler=self.sampler, **_loader_kwargs(workers))
+        return DataLoader(self._train_set, batch_sampler=self.sampler,
+                          **_loader_kwargs(workers, int(self.config["training"].get("seed", 42))))
 
     def _concat_loader(self, names, block: str) -> DataLoader:
         cfg = self.config.get(block, {})
@@ -163,12 +170,15 @@ class T4DataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         """The sampler's position; a finished epoch (all batches or ``limit_train_batches``) is saved as the
-        start of the next one, so that resuming does not depend on when Lightning calls ``set_epoch``."""
+        start of the next one, so that resuming does not depend on when Lightning calls ``set_epoch``.
+
+        The count is of *processed* batches: a checkpoint written in ``on_train_batch_end`` (mid-epoch resume
+        points) has processed batch n but not yet marked it completed; Lightning completes it on restore."""
         if self.sampler is None:
             return {}
         state = self.sampler.state_dict()
         if self.trainer is not None:
-            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
             epoch_batches = min(len(self.sampler), self.trainer.num_training_batches)
             state = self.sampler.state_dict(batches_done=min(done, len(self.sampler)))
             if done >= epoch_batches:
@@ -271,6 +281,7 @@ def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) ->
         ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
                         enable_version_counter=False),
         SamplerEpoch(),
+        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"].get("checkpoint_every_n_steps")),
         EnergyCallback(run_dir / "codecarbon", stage),
         ComplexityCallback(),
     ]
@@ -319,7 +330,10 @@ def train(config: dict, stage: int) -> dict:
     loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
     try:
         trainer = _build_trainer(config, stage, run_dir, loggers)
-        trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+        with warnings.catch_warnings():
+            # the data module restores the sampler's mid-epoch position itself (T4DataModule.state_dict)
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
+            trainer.fit(system, datamodule=data, ckpt_path=resume_from)
         fit_metrics = _float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
         last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
         best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")

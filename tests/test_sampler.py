@@ -125,3 +125,40 @@ def test_works_as_dataloader_batch_sampler():
     loader = DataLoader(concat, batch_sampler=sampler, num_workers=0)
     batches = [b.tolist() for b in loader]
     assert batches == list(sampler)
+
+
+def test_seeded_samples_are_independent_of_and_do_not_change_the_global_rng():
+    from data_util.sampler import SeededSamples
+
+    class Noisy(Dataset):
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, index):
+            return float(torch.rand(())) + index  # a random augmentation drawn from torch's global RNG
+
+    sampler = make(seeded=True)
+    batches = list(sampler)
+    assert all(isinstance(key, tuple) and len(key) == 2 for key in batches[0])
+    assert [i for i, _ in batches[0]] == list(make())[0]  # same indices as the unseeded sampler
+    data = SeededSamples(Noisy())
+    torch.manual_seed(1)
+    first = [data[key] for key in batches[3]]
+    state = torch.get_rng_state()
+    torch.manual_seed(2)
+    assert [data[key] for key in batches[3]] == first  # whatever the caller's RNG state
+    torch.manual_seed(1)
+    assert torch.equal(torch.get_rng_state(), state)  # loading did not advance the global RNG
+    assert len({seed for batch in batches for _, seed in batch}) == sum(len(b) for b in batches)  # all distinct
+
+
+def test_seeded_sampler_resumes_with_the_same_seeds():
+    sampler = make(seeded=True)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    resumed = make(seeded=True)
+    resumed.load_state_dict({"epoch": 2, "batches_done": 4, "seed": 0})
+    assert list(resumed) == full[4:]
+    other_epoch = make(seeded=True)
+    other_epoch.set_epoch(3)
+    assert [s for _, s in list(other_epoch)[0]] != [s for _, s in full[0]]
