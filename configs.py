@@ -227,6 +227,7 @@ def default_config(stage: int) -> dict:
             maestro_split=0.9,
             seed=42,
             skip_unreadable=False,
+            checkpoint_every_n_steps=None,  # ours: also write last.ckpt every N optimizer steps (mid-epoch resume)
         ),
         validation=dict(sample_rate=sample_rate, audio_length=10.0, batch_size=20, num_workers=16,
                         weak_split=0.9, maestro_split=0.9, seed=42),
@@ -262,6 +263,9 @@ def default_config(stage: int) -> dict:
         config.update(
             pretrained_name=None,  # None -> t4_wrapper.model_init_id -> "atst_stage2"
             pretrained_names=("atst_stage2", "passt_stage2", "beats_stage2"),
+            # ensemble_predictions: one non-negative weight per pretrained_names entry (normalised to sum 1);
+            # None -> equal weights (the reference's plain mean)
+            ensemble_weights=None,
             out_name=None,
             mode="student",
             batch_size=128,
@@ -354,6 +358,38 @@ def _trainer_arguments() -> set[str]:
 _SACRED_KEYS = {"seed"}
 
 
+def ensemble_weight_errors(weights, pretrained_names) -> list[str]:
+    """The problems of the stage-2 key ``ensemble_weights`` ([] when it is fine).
+
+    Accepted: None (equal weights), or a list/tuple of finite non-negative numbers, one per ``pretrained_names``
+    entry, with a positive sum. Shared by ``validate_config`` and ``ensemble_predictions`` (which can also be
+    called without Sacred), so both give the same messages.
+    """
+    import math
+    import numbers
+
+    if weights is None:
+        return []
+    shown = f"ensemble_weights={weights!r}"
+    if not isinstance(weights, (list, tuple)):
+        return [f"{shown} must be a list of non-negative numbers, one per pretrained_names entry "
+                "(e.g. ensemble_weights='(2, 1, 1)'), or None for equal weights"]
+    not_numbers = [w for w in weights if isinstance(w, bool) or not isinstance(w, numbers.Real)]
+    if not_numbers:
+        return [f"{shown}: {not_numbers!r} are not numbers; every weight must be a non-negative number"]
+    errors = []
+    names = list(pretrained_names or ())
+    if len(weights) != len(names):
+        errors.append(f"{shown} has {len(weights)} values but pretrained_names={tuple(names)!r} has {len(names)}: "
+                      "give one weight per ensemble member")
+    bad = [w for w in weights if not math.isfinite(w) or w < 0]
+    if bad:
+        errors.append(f"{shown}: {bad!r} are negative or not finite; every weight must be a finite number >= 0")
+    elif weights and sum(weights) <= 0:
+        errors.append(f"{shown}: the weights sum to 0; at least one must be positive")
+    return errors
+
+
 def validate_config(config: dict, stage: int) -> None:
     """Raise one ``ConfigError`` listing every unknown key and every malformed value of ``config``."""
     schema = _flatten(default_config(stage))
@@ -379,6 +415,9 @@ def validate_config(config: dict, stage: int) -> None:
     if batch_sizes is not None and len(batch_sizes) != NUM_SUB_BATCHES:
         errors.append(f"training.batch_sizes needs {NUM_SUB_BATCHES} values (MAESTRO, DESED strong + external, "
                       f"synth, weak, unlabeled), got {len(batch_sizes)}: {batch_sizes!r}")
+    every = config.get("training", {}).get("checkpoint_every_n_steps")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every <= 0):
+        errors.append(f"training.checkpoint_every_n_steps={every!r} must be a positive integer or None")
     if len(config.get("median_window", [0] * 27)) != 27:
         errors.append(f"median_window needs 27 values, got {len(config['median_window'])}")
     if config.get("mode", "student") not in ("student", "teacher"):
@@ -388,6 +427,8 @@ def validate_config(config: dict, stage: int) -> None:
         errors.append(f"t4_wrapper.model_init_mode={wrapper['model_init_mode']!r} must be 'student' or 'teacher'")
     if wrapper.get("embed_pool", "aap") not in ("aap", "int", "conv"):
         errors.append(f"t4_wrapper.embed_pool={wrapper['embed_pool']!r} must be one of aap, int, conv")
+    if "ensemble_weights" in config:
+        errors.extend(ensemble_weight_errors(config["ensemble_weights"], config.get("pretrained_names")))
     if errors:
         raise ConfigError(f"invalid ex_stage{stage} config:\n  - " + "\n  - ".join(errors))
 

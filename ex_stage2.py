@@ -26,7 +26,7 @@ def store_predictions(_config):
 
 @ex.command(unobserved=True)
 def ensemble_predictions(_config):
-    """Mean of the logits of ``pretrained_names`` per set into ``<preds_path>/<out_name>/``."""
+    """Mean (weighted by `ensemble_weights`) of the logits of ``pretrained_names`` per set into ``<preds_path>/<out_name>/``."""
     from helpers import prediction_commands
 
     return prediction_commands.ensemble_predictions(_config)

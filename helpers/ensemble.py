@@ -3,8 +3,8 @@
 The reference requires identical ``filenames`` order in every file (its files came from a glob, so the
 order depended on the file system). Here clips are aligned by name, so any order works; different clip
 sets, class lists or frame hops are refused with an error naming the files. The result is written
-atomically with the members recorded in the ``model`` attribute. These files are also the next
-iteration's pseudo-labels.
+atomically with the members recorded in the ``model`` and ``members`` attributes and the weights used
+(normalised to sum 1) in the ``weights`` attribute. These files are also the next iteration's pseudo-labels.
 """
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ class EnsembleError(ValueError):
     """The prediction files of an ensemble do not describe the same clips."""
 
 
+def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
+    """``weights`` (None: equal) for ``count`` files as float64 summing to 1; ValueError naming the values when
+    their number is wrong, one is negative or not finite, or they sum to 0."""
+    if weights is None:
+        weights = [1.0] * count
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} ensemble weights {list(weights)} for {count} prediction files")
+    values = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(values)) or np.any(values < 0) or values.sum() <= 0:
+        raise ValueError(f"ensemble weights must be non-negative with a positive sum, got {values.tolist()}")
+    return values / values.sum()
+
+
 def ensemble_logits(paths: Sequence[str | os.PathLike], weights: Sequence[float] | None = None):
     """(filenames sorted, mean logits [N, 156, 27] float32) of the prediction files ``paths``.
 
@@ -33,14 +46,7 @@ def ensemble_logits(paths: Sequence[str | os.PathLike], weights: Sequence[float]
     """
     if len(paths) == 0:
         raise ValueError("ensemble_logits needs at least one prediction file")
-    if weights is None:
-        weights = [1.0] * len(paths)
-    if len(weights) != len(paths):
-        raise ValueError(f"{len(weights)} weights for {len(paths)} prediction files")
-    weights = np.asarray(weights, dtype=np.float64)
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"ensemble weights must be non-negative with a positive sum, got {weights.tolist()}")
-    weights = weights / weights.sum()
+    weights = normalised_weights(weights, len(paths))
     equal = bool(np.all(weights == weights[0]))
 
     reference_names: list[str] | None = None
@@ -76,11 +82,13 @@ def ensemble_files(
     weights: Sequence[float] | None = None,
     model: str | None = None,
 ) -> Path:
-    """Write the ensemble of ``paths`` to ``out_path`` (atomically) and return it."""
+    """Write the ensemble of ``paths`` to ``out_path`` (atomically) and return it.
+
+    Attributes besides the format's own: ``members`` (JSON list of ``paths``) and ``weights`` (float64, the
+    normalised weight of each member in ``paths`` order; equal weights are recorded too).
+    """
     names, logits = ensemble_logits(paths, weights)
     description = model or "ensemble mean of logits: " + ", ".join(str(p) for p in paths)
-    extra = {"members": json.dumps([str(p) for p in paths])}
-    if weights is not None:
-        extra["weights"] = np.asarray(weights, dtype=np.float64)
+    extra = {"members": json.dumps([str(p) for p in paths]), "weights": normalised_weights(weights, len(paths))}
     log.info("ensemble of %d files -> %s (%d clips)", len(paths), out_path, len(names))
     return write_predictions(out_path, names, logits, model=description, extra_attrs=extra)

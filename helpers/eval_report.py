@@ -11,6 +11,7 @@ What it computes (reference: CPJKU/cpjku_dcase24 ``ex_stage2.eval_predictions``)
 Added: PSDS2, F1 scores, per-class PSDS, the cross-validated cSEBBs devtest PSDS1 (the honest number: the
 reference tunes and reports on devtest), PSD-ROC and per-class plots, timings. Every file is written
 atomically. Sets whose prediction or label files are missing are skipped with a one-line notice.
+``log_to_active_wandb`` sends the plots and headline numbers to a wandb run when one is already active.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +47,7 @@ PRIVATE_SET = "eval_private"
 TUNING_SET = "devtest"
 REPORT_NAME = "eval_report.json"
 PLOTS_DIR = "plots"
+WANDB_PREFIX = "eval"  # wandb keys: eval/<plot stem> (images), eval/<set>/<metric> (numbers)
 
 
 @dataclass
@@ -328,11 +330,14 @@ def evaluate_predictions(
         timings[PRIVATE_SET] = time.perf_counter() - t0
 
     # --- plots, report -----------------------------------------------------------------------------
+    report["plots"] = []
     if plots:
         for name, set_curves in curves.items():
-            _plot_psd_roc(preds_dir / PLOTS_DIR / f"{name}_psd_roc.png", set_curves, f"{name}: PSD-ROC (PSDS1)")
-            _plot_per_class(preds_dir / PLOTS_DIR / f"{name}_per_class_psds1.png", per_class_plot[name],
-                            f"{name}: single-class PSDS1")
+            roc_path = preds_dir / PLOTS_DIR / f"{name}_psd_roc.png"
+            per_class_path = preds_dir / PLOTS_DIR / f"{name}_per_class_psds1.png"
+            _plot_psd_roc(roc_path, set_curves, f"{name}: PSD-ROC (PSDS1)")
+            _plot_per_class(per_class_path, per_class_plot[name], f"{name}: single-class PSDS1")
+            report["plots"] += [str(roc_path), str(per_class_path)]
     timings["total"] = time.perf_counter() - started
     report["console"] = lines
     report["notices"] = notices
@@ -340,6 +345,38 @@ def evaluate_predictions(
     for line in lines + notices:
         echo(line)
     return report
+
+
+def log_to_active_wandb(plots: Sequence[str | os.PathLike], metrics: Mapping[str, float],
+                        prefix: str = WANDB_PREFIX) -> bool:
+    """Log the PNG ``plots`` (as ``wandb.Image`` under ``<prefix>/<file stem>``) and ``metrics`` (under
+    ``<prefix>/<key>``, also written to the run summary) to the wandb run that is active, if any.
+
+    Never starts a run: without ``wandb`` installed or with ``wandb.run is None`` nothing happens. A failure
+    while logging is a warning, never an error: the evaluation's files are already written. Returns whether
+    anything was logged.
+    """
+    try:
+        import wandb
+    except ImportError:
+        return False
+    except Exception as error:  # a broken installation must not break the evaluation
+        log.warning("wandb could not be imported, the evaluation is not logged to wandb: %s", error)
+        return False
+    run = getattr(wandb, "run", None)
+    if run is None:
+        return False
+    try:
+        numbers = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
+        images = {f"{prefix}/{Path(path).stem}": wandb.Image(str(path)) for path in plots}
+        wandb.log({**images, **numbers})
+        summary = getattr(run, "summary", None)
+        if summary is not None:
+            summary.update(numbers)
+    except Exception as error:
+        log.warning("logging the evaluation to the active wandb run failed (the files are written): %s", error)
+        return False
+    return True
 
 
 def _json_default(value):

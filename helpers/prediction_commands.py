@@ -306,7 +306,9 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     """Mean of the logits of the prediction folders ``pretrained_names`` (in ``preds_path``), per set, into
-    ``<preds_path>/<out_name or "_".join(names)>/<set>.hdf5``.
+    ``<preds_path>/<out_name or "_".join(names)>/<set>.hdf5``; weighted by ``ensemble_weights`` (one
+    non-negative number per member, normalised to sum 1; None: equal weights). The normalised weights are
+    stored in each file's ``weights`` attribute.
 
     Clips are aligned by name. A set present in some members but not in all is an error (listed before anything
     is written); a set present in none is skipped. Existing output files are kept unless ``overwrite=True``.
@@ -321,6 +323,16 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
             f"pretrained_names needs at least {MIN_ENSEMBLE_MEMBERS} prediction folders, got {names!r}; "
             "e.g. pretrained_names='(\"atst_stage2\", \"passt_stage2\", \"beats_stage2\")'"
         )
+    weights = config.get("ensemble_weights")
+    weight_errors = configs.ensemble_weight_errors(weights, names)
+    if weight_errors:
+        raise PredictionCommandError("; ".join(weight_errors))
+    if weights is not None:
+        weights = [float(w) for w in weights]
+        description = "ensemble weighted mean of logits: " + ", ".join(
+            f"{name} (weight {w:g})" for name, w in zip(names, weights))
+    else:
+        description = "ensemble mean of logits: " + ", ".join(names)
     root = preds_dir(config)
     members = [_prediction_folder(name, root, "prediction folder") for name in names]
     out_name = str(config.get("out_name") or "_".join(Path(n).name for n in names))
@@ -365,11 +377,11 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, files in todo.items():
-            ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}",
-                           model="ensemble mean of logits: " + ", ".join(names))
+            ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}", weights=weights, model=description)
+        what = "mean" if weights is None else "weighted mean"
         for name in todo:
             os.replace(staging / f"{name}{PREDICTION_SUFFIX}", out_dir / f"{name}{PREDICTION_SUFFIX}")
-            echo(f"{name}: mean of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
+            echo(f"{name}: {what} of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -401,9 +413,11 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
 
     Prints the reference's console block (MAESTRO dev mpAUC, devtest / eval_public PSDS1, raw and with cSEBBs
     tuned on devtest), writes ``eval_report.json``, plots and the eval_private submission folders into the
-    prediction folder (``helpers.eval_report``). Returns ``{"<set>/<metric>": value}``.
+    prediction folder (``helpers.eval_report``). When a wandb run is active (``wandb.run``; none is started
+    here) the plots and the returned numbers are logged to it under ``eval/``. Returns
+    ``{"<set>/<metric>": value}``.
     """
-    from helpers.eval_report import CSEBBsConfig, evaluate_predictions
+    from helpers.eval_report import CSEBBsConfig, evaluate_predictions, log_to_active_wandb
 
     folder = _prediction_folder(pretrained_name(config), preds_dir(config), "prediction folder")
     csebbs_cfg = CSEBBsConfig(
@@ -417,7 +431,9 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     resources = _folder(config, "resources_path", configs.RESOURCES_DIR)
     report = evaluate_predictions(folder, configs.resolve_dataset_path(config.get("base_path")), resources,
                                   csebbs_cfg, echo=echo)
-    return _flat_metrics(report)
+    metrics = _flat_metrics(report)
+    log_to_active_wandb(report.get("plots", []), metrics)
+    return metrics
 
 
 __all__ = [

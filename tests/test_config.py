@@ -81,6 +81,40 @@ def test_misspelt_key_or_bad_value_fails_naming_it(update, message):
         ex.run("print_config", config_updates=updates)
 
 
+def test_ensemble_weights_default_and_valid_values():
+    config = configs.default_config(2)
+    assert config["ensemble_weights"] is None and "ensemble_weights" not in configs.default_config(1)
+    for weights in ([2, 1, 1], (0.5, 0.25, 0.25), (0, 1, 1)):
+        configs.validate_config({**config, "ensemble_weights": weights}, 2)
+    configs.validate_config({**config, "pretrained_names": ("a", "b"), "ensemble_weights": (3, 1)}, 2)
+    parsed = _print_config('python -m ex_stage2 ensemble_predictions with '
+                           'pretrained_names=\'("a", "b")\' "ensemble_weights=(0.7, 0.3)"')
+    assert list(parsed["ensemble_weights"]) == [0.7, 0.3]
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ((1, 1), r"ensemble_weights=\(1, 1\) has 2 values but pretrained_names=\('atst_stage2', 'passt_stage2', "
+                 r"'beats_stage2'\) has 3"),
+        ((1, -1, 1), r"ensemble_weights=\(1, -1, 1\): \[-1\] are negative"),
+        ((1, float("nan"), 1), r"\[nan\] are negative or not finite"),
+        ((1, "x", True), r"ensemble_weights=\(1, 'x', True\): \['x', True\] are not numbers"),
+        ((0, 0, 0), "ensemble_weights=.*sum to 0"),
+        ("1,1,1", "ensemble_weights='1,1,1' must be a list"),
+    ],
+)
+def test_bad_ensemble_weights_are_rejected_naming_the_key(weights, message):
+    config = {**configs.default_config(2), "ensemble_weights": weights}
+    with pytest.raises(configs.ConfigError, match=message):
+        configs.validate_config(config, 2)
+
+
+def test_ensemble_weights_is_a_stage2_key():
+    with pytest.raises(configs.ConfigError, match="unknown config key 'ensemble_weights'"):
+        configs.validate_config({**configs.default_config(1), "ensemble_weights": (1, 1)}, 1)
+
+
 def test_all_errors_reported_at_once():
     ex = _experiment("ex_stage2")
     with pytest.raises(configs.ConfigError) as info:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import sys
+import types
 from pathlib import Path
 
 import h5py
@@ -136,6 +139,136 @@ def test_ensemble_needs_two_existing_members_and_a_new_name(members):
         pc.ensemble_predictions(_ensemble_config(preds, ["model_a", "nothing_here"], "ens"))
     with pytest.raises(pc.PredictionCommandError, match="would overwrite"):
         pc.ensemble_predictions(_ensemble_config(preds, ["model_a", "model_b"], "model_b"))
+
+
+def test_weighted_ensemble_is_the_weighted_mean_and_records_the_weights(members):
+    preds = members["preds"]
+    lines = []
+    files = pc.ensemble_predictions(_ensemble_config(preds, ["model_a", "model_b"], "weighted",
+                                                     ensemble_weights=(3, 1)), echo=lines.append)
+    assert sorted(files) == ["devtest", "weak_train"]
+    for set_name, path in files.items():
+        _, weighted = read_predictions(path)
+        expected = 0.75 * members["a"][set_name].astype(np.float64) + 0.25 * members["b"][set_name]
+        np.testing.assert_allclose(weighted, expected, rtol=1e-6, atol=1e-6)
+        assert not np.allclose(weighted, (members["a"][set_name] + members["b"][set_name]) / 2)
+        with h5py.File(path) as f:
+            np.testing.assert_array_equal(f.attrs["weights"], [0.75, 0.25])
+            assert "model_a (weight 3)" in str(f.attrs["model"]) and "model_b (weight 1)" in str(f.attrs["model"])
+    assert any("weighted mean of 2 models" in line for line in lines)
+    # no weights: the plain mean, with the equal weights recorded
+    plain = pc.ensemble_predictions(_ensemble_config(preds, ["model_a", "model_b"], "plain"), echo=_quiet)
+    with h5py.File(plain["devtest"]) as f:
+        np.testing.assert_array_equal(f.attrs["weights"], [0.5, 0.5])
+    # weights that are all equal give exactly the plain mean
+    same = pc.ensemble_predictions(_ensemble_config(preds, ["model_a", "model_b"], "same",
+                                                    ensemble_weights=[2.0, 2.0]), echo=_quiet)
+    np.testing.assert_array_equal(read_predictions(same["devtest"])[1], read_predictions(plain["devtest"])[1])
+
+
+@pytest.mark.parametrize("weights, message", [
+    ((1.0,), r"has 1 values but pretrained_names=\('model_a', 'model_b'\) has 2"),
+    ((1.0, -0.5), r"\[-0.5\] are negative"),
+    (("a", 1), r"\['a'\] are not numbers"),
+    ((0, 0), "sum to 0"),
+    (0.5, "must be a list"),
+])
+def test_ensemble_refuses_bad_weights_before_writing(members, weights, message):
+    config = _ensemble_config(members["preds"], ["model_a", "model_b"], "bad", ensemble_weights=weights)
+    with pytest.raises(pc.PredictionCommandError, match="ensemble_weights=.*" + message):
+        pc.ensemble_predictions(config, echo=_quiet)
+    assert not (members["preds"] / "bad").exists()
+
+
+def test_sacred_ensemble_command_passes_the_weights(members):
+    import ex_stage2
+
+    ex_stage2.ex.run("ensemble_predictions", config_updates={
+        "preds_path": str(members["preds"]), "pretrained_names": ("model_a", "model_b"),
+        "ensemble_weights": (1, 3), "out_name": "ens_sacred_weighted"})
+    _, weighted = read_predictions(members["preds"] / "ens_sacred_weighted" / "devtest.hdf5")
+    expected = 0.25 * members["a"]["devtest"].astype(np.float64) + 0.75 * members["b"]["devtest"]
+    np.testing.assert_allclose(weighted, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(configs.ConfigError, match="ensemble_weights"):
+        ex_stage2.ex.run("ensemble_predictions", config_updates={
+            "preds_path": str(members["preds"]), "pretrained_names": ("model_a", "model_b"),
+            "ensemble_weights": (1, 2, 3), "out_name": "never"})
+    assert not (members["preds"] / "never").exists()
+
+
+# ---------------------------------------------------------------------------------------- eval plots to wandb
+class _FakeImage:
+    def __init__(self, path):
+        self.path = path
+
+    def __eq__(self, other):
+        return isinstance(other, _FakeImage) and other.path == self.path
+
+
+def _fake_wandb(active: bool, fail: bool = False) -> types.ModuleType:
+    """A stand-in ``wandb`` module that records ``log`` calls; ``run`` is None unless ``active``."""
+    fake = types.ModuleType("wandb")
+    fake.logged = []
+    fake.run = types.SimpleNamespace(summary={}) if active else None
+    fake.Image = _FakeImage
+
+    def log(data, *args, **kwargs):
+        if fail:
+            raise RuntimeError("wandb is unhappy")
+        fake.logged.append(data)
+
+    fake.log = log
+    return fake
+
+
+@pytest.fixture
+def fake_evaluation(members, monkeypatch):
+    """eval_predictions with evaluate_predictions replaced: two PNG files and a small report, no real metrics."""
+    from helpers import eval_report
+
+    folder = members["preds"] / "model_a"
+    plots = [folder / "plots" / "devtest_psd_roc.png", folder / "plots" / "devtest_per_class_psds1.png"]
+
+    def evaluate(preds_dir, dataset_root, resources_dir, csebbs_cfg, echo=None):
+        assert Path(preds_dir) == folder
+        for path in plots:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"\x89PNG")
+        return {"sets": {"devtest": {"raw": {"psds1": 0.25}, "csebbs": {"psds1": 0.5}}}, "plots": [str(p) for p in plots]}
+
+    monkeypatch.setattr(eval_report, "evaluate_predictions", evaluate)
+    config = {"preds_path": str(members["preds"]), "pretrained_name": "model_a", "cross_validation_folds": 0,
+              **SMALL_GRID}
+    return {"config": config, "plots": plots}
+
+
+def test_eval_logs_plots_and_numbers_to_an_active_wandb_run(fake_evaluation, monkeypatch):
+    fake = _fake_wandb(active=True)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    metrics = pc.eval_predictions(fake_evaluation["config"], echo=_quiet)
+    assert metrics == {"devtest/psds1": 0.25, "devtest/psds1_csebbs": 0.5}
+    roc, per_class = fake_evaluation["plots"]
+    assert fake.logged == [{"eval/devtest_psd_roc": _FakeImage(str(roc)),
+                            "eval/devtest_per_class_psds1": _FakeImage(str(per_class)),
+                            "eval/devtest/psds1": 0.25, "eval/devtest/psds1_csebbs": 0.5}]
+    assert fake.run.summary == {"eval/devtest/psds1": 0.25, "eval/devtest/psds1_csebbs": 0.5}
+
+
+def test_eval_logs_nothing_without_an_active_wandb_run(fake_evaluation, monkeypatch):
+    fake = _fake_wandb(active=False)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    assert pc.eval_predictions(fake_evaluation["config"], echo=_quiet)["devtest/psds1"] == 0.25
+    assert fake.logged == [] and fake.run is None  # no run was started
+    monkeypatch.setitem(sys.modules, "wandb", None)  # wandb not installed: `import wandb` raises ImportError
+    assert pc.eval_predictions(fake_evaluation["config"], echo=_quiet)["devtest/psds1"] == 0.25
+
+
+def test_a_failing_wandb_log_is_a_warning(fake_evaluation, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(active=True, fail=True))
+    with caplog.at_level(logging.WARNING, logger="helpers.eval_report"):
+        metrics = pc.eval_predictions(fake_evaluation["config"], echo=_quiet)
+    assert metrics["devtest/psds1_csebbs"] == 0.5
+    assert "wandb is unhappy" in caplog.text
 
 
 def test_missing_checkpoint_names_the_available_ones(tmp_path):
@@ -351,6 +484,9 @@ def test_eval_prints_the_console_block_and_writes_report_and_submission(workspac
         assert 0.0 <= metrics[key] <= 1.0, key
     report = json.loads((folder / "eval_report.json").read_text())
     assert report["sets"]["devtest"]["raw"]["psds1"] == pytest.approx(metrics["devtest/psds1"])
+    assert sorted(Path(p).name for p in report["plots"]) == sorted(  # the files logged to an active wandb run
+        f"{s}_{kind}.png" for s in ("devtest", "eval_public") for kind in ("psd_roc", "per_class_psds1"))
+    assert all(Path(p).is_file() for p in report["plots"])
     private = _audio_stems(workspace, "eval_private")
     for submission in ("Schmid_CPJKU_task4_X_runX.output", "Schmid_CPJKU_task4_X_runX_unprocessed.output"):
         assert sorted(p.stem for p in (folder / submission).glob("*.tsv")) == private
