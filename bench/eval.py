@@ -20,6 +20,21 @@ wall time on a shared machine depends on the load.
     python -m bench.eval --num-jobs 1 --library-steps 8
 
 Writes a table to stdout and JSON to ``bench/results/eval_cpu<N>.json``.
+
+It also times ``store_predictions`` (``helpers.prediction_commands``), the step that writes those files: a
+random-init checkpoint of ``--store-arch`` (``--store-size tiny``: the demo's tiny model, the default, quick on a
+CPU; ``full``: the released sizes) runs over ``--store-clips`` synthetic 10 s 16 kHz wav clips written as the
+devtest audio folder of a temporary dataset root (the other sets have no folder and are skipped). End to end
+(model build and checkpoint load, audio reading, front-ends, model, HDF5 writing) in clips/s is compared with the
+pure forward (front-ends + model on random in-memory audio batches of the same sizes, ``torch.inference_mode``);
+one untimed forward batch first warms the process for both. Same device as ``store_predictions`` (CUDA when
+available, else the CPU), float32; the two are timed ``--store-repeats`` times (default 3) alternately and the
+fastest of each counts.
+
+    python -m bench.eval --skip-eval --store-clips 32          # store timing only
+    python -m bench.eval --skip-store                          # eval timing only
+
+The store table goes to stdout and JSON to ``bench/results/eval_store_<device>_<arch>_<size>.json``.
 """
 from __future__ import annotations
 
@@ -32,7 +47,9 @@ import platform
 import resource
 import tempfile
 import time
+import wave
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -53,6 +70,14 @@ SMOOTHING_FRAMES = 5
 NOISE = 0.3  # std of the frame noise before low-pass filtering
 NOISE_SMOOTHING_FRAMES = 1.0  # gaussian sigma: about 60 local extrema per clip and class, as real outputs
 FALSE_ALARM_RATE = 0.1  # per clip and class: a spurious bump
+# store_predictions timing
+STORE_SET = "devtest"  # the one set whose audio folder is written; store_predictions skips the others
+STORE_SIZES = ("tiny", "full")
+STORE_TINY_BATCH_SIZE = 16  # --store-size tiny on a CPU; full uses the recipe's batch_size (128)
+STORE_CLIP_SECONDS = 10
+STORE_SAMPLE_RATE = 16_000
+STORE_NOISE_STD = 0.1  # amplitude of the synthetic clips (gaussian noise, PCM16)
+STORE_OUT_NAME = "bench_store"
 
 
 def cpu_seconds() -> float:
@@ -202,16 +227,172 @@ def library_comparison(root: Path, preds: Path, steps: int, num_jobs: int | None
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-jobs", type=int, default=None, help="cSEBBs worker processes (default: all cores)")
-    parser.add_argument("--library-steps", type=int, default=1, help="step lengths for the library comparison (0: skip)")
-    parser.add_argument("--private-clips", type=int, default=1000)
-    parser.add_argument("--folds", type=int, default=csebbs.DEFAULT_FOLDS)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the synthetic data here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+# --------------------------------------------------------------------------------------------------
+# store_predictions throughput
+# --------------------------------------------------------------------------------------------------
+def store_config(arch: str, size: str) -> dict:
+    """The stage-2 config ``store_predictions`` gets: the demo's tiny model (``configs.demo_defaults``) or the
+    released sizes (``configs.default_config``), random init (no backbone weights are read)."""
+    import configs
 
+    if size not in STORE_SIZES:
+        raise ValueError(f"store size {size!r} is not one of {STORE_SIZES}")
+    config = configs.demo_defaults(2) if size == "tiny" else configs.default_config(2)
+    config["arch"] = configs.require_arch(arch)
+    if arch == "beats":  # the released BEATs stage checkpoints are stored without the wrapper
+        config["t4_wrapper"].update(no_wrapper=True, embed_pool="int", interpolation_mode="nearest-exact")
+    return config
+
+
+def _write_clip(path: Path, audio: np.ndarray) -> None:
+    """Mono 16 kHz PCM16 wav (the ``wave`` module: quick, no fsync)."""
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(STORE_SAMPLE_RATE)
+        f.writeframes(pcm.tobytes())
+
+
+def _write_clips(folder: Path, clips: int, rng: np.random.Generator) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    stems = [f"bench_{i:05d}" for i in range(clips)]
+    for stem in stems:
+        _write_clip(folder / f"{stem}.wav", rng.normal(0, STORE_NOISE_STD, STORE_CLIP_SECONDS * STORE_SAMPLE_RATE))
+    return stems
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def store_throughput(clips: int = 64, arch: str = "atst_frame", size: str = "tiny", batch_size: int | None = None,
+                     num_workers: int = 0, repeats: int = 3, workdir: Path | None = None, seed: int = 0,
+                     echo: Callable[[str], None] | None = None) -> dict:
+    """Clips/s of ``store_predictions`` end to end vs the pure forward of the same model, batch size and device.
+
+    ``batch_size`` None: 16 for ``tiny``, the config's ``batch_size`` for ``full``. ``num_workers``: data-loader
+    workers of the store path (``test.num_workers``). Store and forward are timed ``repeats`` times, alternately;
+    the fastest of each counts. The synthetic data and checkpoint go to a temporary folder (or ``workdir``).
+    Returns the timings and settings (the JSON of the store part).
+    """
+    import torch
+
+    from helpers.prediction_commands import load_model, store_predictions
+    from helpers.predictions import read_predictions
+    from helpers.system import build_sed_model
+    from models.checkpoints import save_sed_checkpoint
+
+    if clips < 1 or repeats < 1:
+        raise ValueError(f"store clips and repeats must be at least 1, got {clips} and {repeats}")
+    config = store_config(arch, size)
+    batch_size = int(batch_size or (STORE_TINY_BATCH_SIZE if size == "tiny" else config["batch_size"]))
+    if batch_size < 1:
+        raise ValueError(f"store batch size must be at least 1, got {batch_size}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as store_predictions
+    console: list[str] = []
+    echo = echo or console.append
+
+    with tempfile.TemporaryDirectory(prefix="bench_store_") as tmp:
+        work = Path(workdir or tmp)
+        root = work / "data"
+        t0 = time.perf_counter()
+        _write_clips(root / SETS[STORE_SET].audio, clips, np.random.default_rng(seed))
+        checkpoint = work / "models" / f"{STORE_OUT_NAME}.ckpt"
+        torch.manual_seed(seed)
+        sed_model = build_sed_model(config)
+        save_sed_checkpoint(checkpoint, sed_model.state_dict(), sed_model.state_dict())
+        num_parameters = sum(p.numel() for p in sed_model.parameters())
+        del sed_model
+        setup_s = time.perf_counter() - t0
+
+        config.update(base_path=str(root), model_path=str(work / "models"), output_path=str(work / "predictions"),
+                      pretrained_name=str(checkpoint), out_name=STORE_OUT_NAME, mode="student", overwrite=True,
+                      batch_size=batch_size, predict_precision="32")
+        config["test"]["num_workers"] = num_workers
+
+        # The pure-forward model, loaded as store_predictions loads it; its first batch (not timed) also warms
+        # the process for the store timing (CUDA context, allocator, kernel selection), so that both timings
+        # are warm. Random audio in batches of the sizes the store's DataLoader makes, already on the device.
+        t0 = time.perf_counter()
+        model = load_model(config, checkpoint, "student").to(device)
+        _synchronize(device)
+        model_load_s = time.perf_counter() - t0
+        sizes = [batch_size] * (clips // batch_size) + ([clips % batch_size] if clips % batch_size else [])
+        generator = torch.Generator().manual_seed(seed)
+        audio = (torch.randn(max(sizes), STORE_CLIP_SECONDS * STORE_SAMPLE_RATE, generator=generator)
+                 * STORE_NOISE_STD).to(device)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model(audio[: sizes[0]]).float().cpu()
+            _synchronize(device)
+            warmup_s = time.perf_counter() - t0
+
+        store_runs, forward_runs = [], []  # (wall s, CPU s) of each repeat, alternating store and forward
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            written = store_predictions(config, echo=echo)
+            _synchronize(device)
+            store_runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+            if list(written) != [STORE_SET]:
+                raise RuntimeError(f"store_predictions wrote {sorted(written)}; expected only {STORE_SET!r}")
+            names, _ = read_predictions(written[STORE_SET])
+            if len(names) != clips:
+                raise RuntimeError(f"{written[STORE_SET]} holds {len(names)} clips; expected {clips}")
+            with torch.inference_mode():
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                for n in sizes:
+                    model(audio[:n]).float().cpu()
+                _synchronize(device)
+                forward_runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+
+    # The fastest repeat of each: the least disturbed by other load on a shared machine.
+    store_s, store_cpu = min(w for w, _ in store_runs), min(c for _, c in store_runs)
+    forward_s, forward_cpu = min(w for w, _ in forward_runs), min(c for _, c in forward_runs)
+    return {
+        "arch": arch, "size": size, "clips": clips, "batch_size": batch_size, "num_workers": num_workers,
+        "precision": "32", "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (
+            platform.processor() or platform.machine()),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "parameters": num_parameters,
+        "setup_s": setup_s, "repeats": repeats, "store_runs_wall_cpu_s": store_runs,
+        "forward_runs_wall_cpu_s": forward_runs,
+        "store_s": store_s, "store_cpu_s": store_cpu, "store_clips_per_s": clips / store_s,
+        "model_load_s": model_load_s, "forward_warmup_batch_s": warmup_s,
+        "forward_s": forward_s, "forward_cpu_s": forward_cpu, "forward_clips_per_s": clips / forward_s,
+        "store_over_forward_time": store_s / forward_s,
+        "store_over_forward_cpu": store_cpu / forward_cpu,
+        "overhead_fraction": 1 - forward_s / store_s,
+        "console": console,
+    }
+
+
+def print_store_table(result: dict) -> None:
+    print(f"\nstore_predictions vs pure forward: {result['arch']} ({result['size']}), {result['clips']} clips, "
+          f"batch {result['batch_size']}, {result['device']} ({result['device_name']}), "
+          f"{result['torch_threads']} threads, {result['num_workers']} loader workers, fp32, "
+          f"fastest of {result['repeats']}")
+    print(f"{'':<52}{'wall s':>10}{'CPU s':>10}{'clips/s':>10}")
+    print(f"{'store_predictions (end to end, incl. model load)':<52}{result['store_s']:>10.2f}"
+          f"{result['store_cpu_s']:>10.2f}{result['store_clips_per_s']:>10.1f}")
+    print(f"{'pure forward (front-ends + model, in memory)':<52}{result['forward_s']:>10.2f}"
+          f"{result['forward_cpu_s']:>10.2f}{result['forward_clips_per_s']:>10.1f}")
+    print(f"{'model build + checkpoint load (in the store time)':<52}{result['model_load_s']:>10.2f}")
+    print(f"{'first forward batch (warm-up, before both timings)':<52}{result['forward_warmup_batch_s']:>10.2f}")
+    print(f"store / forward: {result['store_over_forward_time']:.2f}x wall, "
+          f"{result['store_over_forward_cpu']:.2f}x CPU "
+          f"(audio reading, model load and HDF5 writing: {100 * result['overhead_fraction']:.0f}% of the store "
+          "wall time)")
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+def run_eval(args: argparse.Namespace) -> None:
+    """The ``evaluate_predictions`` timing (and the cSEBBs library comparison): table + JSON."""
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         work = args.workdir or Path(tmp)
         root, resources = work / "data", work / "resources"
@@ -255,6 +436,48 @@ def main() -> None:
               f"{comparison['ours_full_grid_s']:>10.1f}{comparison['ours_full_grid_cpu_s']:>10.1f}")
         print(f"same parameters and values: {comparison['same_parameters_and_values']}")
     print(f"\nwritten {out}")
+
+
+
+def run_store(args: argparse.Namespace) -> None:
+    """The ``store_predictions`` timing: table + JSON."""
+    result = store_throughput(args.store_clips, args.store_arch, args.store_size, args.store_batch_size,
+                              args.store_workers, args.store_repeats,
+                              workdir=args.workdir / "store" if args.workdir else None)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"eval_store_{result['device']}_{result['arch']}_{result['size']}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print_store_table(result)
+    print(f"\nwritten {out}")
+
+
+def main() -> None:
+    import configs
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-jobs", type=int, default=None, help="cSEBBs worker processes (default: all cores)")
+    parser.add_argument("--library-steps", type=int, default=1, help="step lengths for the library comparison (0: skip)")
+    parser.add_argument("--private-clips", type=int, default=1000)
+    parser.add_argument("--folds", type=int, default=csebbs.DEFAULT_FOLDS)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the synthetic data here")
+    parser.add_argument("--skip-eval", action="store_true", help="do not time evaluate_predictions")
+    parser.add_argument("--skip-store", action="store_true", help="do not time store_predictions")
+    parser.add_argument("--store-arch", default="atst_frame", choices=configs.ARCHS)
+    parser.add_argument("--store-size", default="tiny", choices=STORE_SIZES,
+                        help="tiny: the demo's model (default); full: the released sizes")
+    parser.add_argument("--store-clips", type=int, default=64, help="synthetic 10 s clips to predict")
+    parser.add_argument("--store-batch-size", type=int, default=None,
+                        help=f"default: {STORE_TINY_BATCH_SIZE} for tiny, the recipe's batch_size (128) for full")
+    parser.add_argument("--store-workers", type=int, default=0, help="store data-loader workers (test.num_workers)")
+    parser.add_argument("--store-repeats", type=int, default=3, help="timed runs of store and forward (fastest counts)")
+    args = parser.parse_args()
+    if args.skip_eval and args.skip_store:
+        parser.error("--skip-eval and --skip-store together leave nothing to time")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not args.skip_eval:
+        run_eval(args)
+    if not args.skip_store:
+        run_store(args)
 
 
 if __name__ == "__main__":
