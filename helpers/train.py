@@ -13,6 +13,7 @@ Layout of a run: ``<trainer.default_root_dir>/<wandb.project>/<run name>/`` hold
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -35,6 +36,7 @@ from helpers.maestro_eval import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_nam
 from helpers.run_logging import (
     ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
 )
+from helpers.atomic import atomic_write_text
 from helpers.resume_points import ResumePoints
 from helpers.scores import read_durations, read_ground_truth
 from helpers.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MONITOR = "val/obj_metric"
 LAST_CHECKPOINT = "last"
+RESULTS_FILE = "results.json"  # the test metrics and best checkpoint of a run, next to checkpoints/
 RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
 MIN_SOFT_LABEL_CONFIDENCE = 0.5
 CPU_PRECISION = "32"
@@ -346,7 +349,14 @@ def train(config: dict, stage: int) -> dict:
     finally:
         finish_loggers(loggers)
     result.update(best_model_path=str(best), run_dir=str(run_dir))
+    _write_results(run_dir, result)
     return result
+
+
+def _write_results(run_dir: Path, result: Mapping) -> None:
+    """``<run_dir>/results.json``: the command's result (test metrics, best checkpoint), written by rank 0."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        atomic_write_text(run_dir / RESULTS_FILE, json.dumps(dict(result), indent=1, sort_keys=True) + "\n")
 
 
 def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
@@ -369,6 +379,8 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
         result = _float_metrics(trainer.callback_metrics)
     finally:
         finish_loggers(loggers)
+    result.update(tested_checkpoint=str(path), run_dir=str(run_dir))
+    _write_results(run_dir, result)
     return result
 
 
