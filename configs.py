@@ -266,6 +266,7 @@ def default_config(stage: int) -> dict:
             # ensemble_predictions: one non-negative weight per pretrained_names entry (normalised to sum 1);
             # None -> equal weights (the reference's plain mean)
             ensemble_weights=None,
+            store_sets=None,  # ours: store_predictions writes only these sets (None: all 12)
             out_name=None,
             mode="student",
             batch_size=128,

@@ -241,8 +241,26 @@ def _prediction_set_folder(name: str, dataset_root: Path) -> Path:
     return dataset_root / SETS[source].audio
 
 
+def store_sets(config: Mapping) -> tuple[str, ...]:
+    """The sets ``store_predictions`` writes: ``store_sets`` (a subset of ``layout.PREDICTION_SETS``, in that
+    order) or, with None, all of them."""
+    chosen = config.get("store_sets")
+    if chosen is None:
+        return PREDICTION_SETS
+    if isinstance(chosen, str) or not all(isinstance(n, str) for n in chosen):
+        raise PredictionCommandError(f"store_sets={chosen!r} must be a list of set names, e.g. "
+                                     "store_sets='(\"devtest\", \"eval_public\")', or None for all")
+    unknown = sorted(set(chosen) - set(PREDICTION_SETS))
+    if unknown or not chosen:
+        raise PredictionCommandError(f"store_sets={tuple(chosen)!r}: unknown set(s) {unknown}; "
+                                     f"choose from {', '.join(PREDICTION_SETS)}")
+    return tuple(n for n in PREDICTION_SETS if n in chosen)
+
+
 def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
-    """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS``.
+    """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS`` (or of the
+    ``store_sets`` key: e.g. only the evaluation sets, when the model's predictions are not needed as
+    pseudo-labels).
 
     ``name``: ``out_name`` if set, else the checkpoint's name (``pretrained_name`` → ``t4_wrapper.model_init_id``
     → ``atst_stage2``; a path gives its file stem); ``_t`` is appended for ``mode=teacher``. Existing files are
@@ -267,12 +285,13 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
 
     from data_util.datasets import build_prediction_set
 
-    folders = {name: _prediction_set_folder(name, dataset_root) for name in PREDICTION_SETS}
+    sets = store_sets(config)
+    folders = {name: _prediction_set_folder(name, dataset_root) for name in sets}
     shared_folders = {f for f in folders.values() if list(folders.values()).count(f) > 1}  # weak_train / weak_val
     computed: dict[Path, tuple[list[str], np.ndarray]] = {}  # predictions of shared folders, computed once
     model = None
     written: dict[str, str] = {}
-    for name in PREDICTION_SETS:
+    for name in sets:
         path, audio_folder = out_dir / f"{name}{PREDICTION_SUFFIX}", folders[name]
         if path.is_file() and not overwrite:
             echo(f"{name}: kept existing {path} (overwrite=True replaces it)")
@@ -390,7 +409,7 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 # eval_predictions
 # --------------------------------------------------------------------------------------------------
-def _flat_metrics(report: Mapping) -> dict[str, float]:
+def report_metrics(report: Mapping) -> dict[str, float]:
     """``{"<set>/<metric>": value}`` of the numbers the console block shows (plus the cross-validated one)."""
     metrics: dict[str, float] = {}
     for name, entry in report.get("sets", {}).items():
@@ -431,7 +450,7 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     resources = _folder(config, "resources_path", configs.RESOURCES_DIR)
     report = evaluate_predictions(folder, configs.resolve_dataset_path(config.get("base_path")), resources,
                                   csebbs_cfg, echo=echo)
-    metrics = _flat_metrics(report)
+    metrics = report_metrics(report)
     log_to_active_wandb(report.get("plots", []), metrics)
     return metrics
 
@@ -439,5 +458,5 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
 __all__ = [
     "store_predictions", "ensemble_predictions", "eval_predictions", "resolve_pseudo_label_dir",
     "build_model_from_config", "load_model", "predict_logits", "resolve_checkpoint_file", "pretrained_name",
-    "WaveformModel", "PredictionCommandError",
+    "WaveformModel", "PredictionCommandError", "store_sets", "report_metrics",
 ]

@@ -432,6 +432,21 @@ def test_teacher_mode_writes_the_t_folder_with_the_teacher_weights(workspace, st
 
 
 @pytest.mark.integration
+def test_store_sets_selects_the_sets_written(workspace):
+    lines = []
+    config = _merge(workspace["configs"]["atst_frame"],
+                    {"out_name": "some_sets", "store_sets": ("eval_public", "devtest")})
+    files = pc.store_predictions(config, echo=lines.append)
+    assert list(files) == ["devtest", "eval_public"]  # in PREDICTION_SETS order
+    written = sorted(p.name for p in (workspace["root"] / "preds" / "some_sets").iterdir())
+    assert written == ["devtest.hdf5", "eval_public.hdf5"]
+    assert not any("weak" in line for line in lines)
+    for bad in (("devtest", "dev_test"), "devtest", ()):
+        with pytest.raises(pc.PredictionCommandError, match="store_sets"):
+            pc.store_predictions(_merge(config, {"store_sets": bad}), echo=_quiet)
+
+
+@pytest.mark.integration
 def test_existing_files_are_kept_unless_overwrite(workspace):
     config = _merge(workspace["configs"]["atst_frame"],
                     {"base_path": str(_devtest_only_root(workspace)), "out_name": "keep_test"})
