@@ -17,9 +17,10 @@ $(STAMP): requirements.txt
 demo-data: venv
 	$(PY) -m data_util.demo --out demo_data --preset small --workers 2
 
-# The demo: synthetic data in the real layout, checked by the data doctor, then the whole recipe with a tiny model
-# (untrained baseline, stage 1, stage 2, store, ensemble, evaluate). One BLAS thread is much faster for the tiny
-# models' small matrices on a small CPU.
+# The demo: synthetic data in the real layout, checked by the data doctor, then the two-iteration recipe, shortened,
+# with two tiny models side by side (stage 1 -> stage 2 -> store -> ensemble -> iteration 2 on the ensemble's
+# pseudo-labels -> store -> ensemble -> evaluate). One BLAS thread per process is much faster for the tiny models'
+# small matrices on a small CPU.
 demo: demo-data
 	$(PY) -m ex_stage1 check_data with demo
 	$(PY) -m ex_stage2 check_data with demo

@@ -1,29 +1,48 @@
-"""The demo: the whole recipe on the synthetic demo data with a tiny model, on CPU, through the Sacred experiments.
+"""The demo: the reference's two-iteration recipe, shortened, on the synthetic demo data, with two tiny models on CPU.
 
     python -m helpers.demo_recipe            (what `make demo` runs after generating and checking the data)
 
-1. tests an untrained model (the baseline), 2. stage 1, 3. stage 2 initialised from stage 1, 4. stores the stage-2
-student and teacher predictions, 5. ensembles them, 6. evaluates the ensemble (PSDS1, MAESTRO mpAUC, cSEBBs), and
-prints one table comparing the untrained model with stage 1 and stage 2. Every step is the same command a user runs
-on the real data (``python -m ex_stage1 with demo arch=...``, ``python -m ex_stage2 store_predictions with demo ...``).
+Every step is the command a user runs on the real data (``python -m ex_stage1 with demo arch=...``,
+``python -m ex_stage2 store_predictions with demo ...``), run as a child process and printed; each command's
+output goes to ``<out>/logs/<step>.log``. The two models train side by side (one CPU thread each):
+
+iteration 1  ATST-Frame: stage 1 → stage 2 (initialised from stage 1)     BEATs: stage 1 → stage 2
+             (the other lane also tests the untrained ATST-Frame first: the baseline row)
+             store_predictions of both stage-2 models (all 12 sets) → ensemble_predictions → the pseudo-labels
+iteration 2  both: stage 1 with ``pseudo_labels=<iteration-1 ensemble>`` and a pseudo-label loss weight
+             store_predictions (evaluation sets) → ensemble_predictions
+evaluation   eval_predictions of the iteration-1 and the iteration-2 ensembles (the reference's console block)
+
+Shortened: a few epochs instead of 200, and iteration 2 warm-starts its stage 1 from the iteration-1 stage-1
+checkpoint and skips its stage 2 (the reference trains iteration 2's stage 1 from the AudioSet-strong weights and
+then its stage 2). The table at the end compares the test metrics of every model with the untrained one.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import configs
 
-DEMO_ARCH = "atst_frame"
+DEMO_ARCHS = ("atst_frame", "beats")
 OUTPUT_DIR = configs.REPO_ROOT / "outputs" / "demo"
 DEMO_SEED = 1234
-DEMO_EPOCHS = (3, 2)  # stage 1, stage 2; each stage validates once, after its last epoch
-# Settings found to make a tiny random-init model learn within ~8 minutes of CPU training (3 + 2 epochs of ~1 s
-# steps): more DESED clips per batch and heavier DESED loss weights, higher learning rates, the augmentations off
-# (they slow learning at this scale), one validation per stage, a faster teacher EMA, and stage 2 starting its
-# teacher from the stage-1 *student* (after ~200 steps the stage-1 EMA teacher still lags far behind).
+# Epochs per arch: (iteration 1 stage 1, iteration 1 stage 2, iteration 2 stage 1); each stage validates once, after
+# its last epoch. fPaSST's and BEATs' steps are ~1.3x slower than ATST-Frame's: one stage-2 epoch instead of two
+# keeps the lanes about equally long.
+DEMO_EPOCHS = {"atst_frame": (3, 2, 2), "fpasst": (3, 1, 1), "beats": (3, 1, 1)}
+# Settings found to make a tiny random-init model learn within minutes of CPU training (~1 s steps): more DESED
+# clips per batch and heavier DESED loss weights, higher learning rates, the augmentations off (they slow learning
+# at this scale), a faster teacher EMA, and stage 2 starting its teacher from the stage-1 *student* (after ~200
+# steps the stage-1 EMA teacher still lags far behind).
 STAGE1_OVERRIDES = {
     "optimizer.crnn_lr": 5e-3, "mix_augment.apply_mixup": False,
     "mix_augment.apply_mixstyle": False, "filter_augment.apply": 0, "ema_factor": 0.99,
@@ -36,22 +55,89 @@ STAGE2_OVERRIDES = {
     "time_augment.apply_mask": False, "use_ict_loss": False, "training.wavmix_p": 0, "training.dir_p": 0,
     "ema_factor": 0.99, "training.batch_sizes": (2, 3, 3, 1, 1), "loss_weights": (3, 6, 6, 2, 1, 0),
 }
-# The metrics the table shows: (label, key in a test result).
+# Per-arch model settings (the reference README's for BEATs: raw tokens, interpolated to the CNN frames).
+ARCH_SETTINGS = {"beats": {"t4_wrapper.no_wrapper": True, "t4_wrapper.embed_pool": "int",
+                           "t4_wrapper.interpolation_mode": "nearest-exact"}}
+# Iteration 2, stage 1: the pseudo-label term on (the reference's iteration-2 weight, 1.5) and a lower learning
+# rate for the warm start.
+ITERATION2_OVERRIDES = {
+    **STAGE1_OVERRIDES, "optimizer.crnn_lr": 2e-3, "loss_weights": (0.5, 1.0, 1.0, 0.5, 0.1, 1.5),
+}
+# Iteration 2's models are only evaluated (the recipe ends there): their training-set predictions are not needed.
+EVAL_SETS = ("devtest", "eval_public", "maestro_real_dev", "eval_private")
+# The metrics of the model table: (label, key in a run's results.json).
 TABLE_ROWS = (
     ("devtest PSDS1", "test/student/devtest/psds1"),
     ("devtest intersection F1", "test/student/devtest/intersection_f1_macro_thres05"),
     ("external-strong val PSDS1", "test/student/external_strong_val/psds1"),
     ("MAESTRO dev mpAUC", "test/student/maestro_real_dev/segment_mpauc"),
 )
+# The metrics of the ensemble table: (label, key of ``prediction_commands.report_metrics``).
+ENSEMBLE_ROWS = (
+    ("devtest PSDS1", "devtest/psds1"),
+    ("devtest PSDS1 cSEBBs", "devtest/psds1_csebbs"),
+    ("devtest PSDS1 cSEBBs (cross-val.)", "devtest/psds1_csebbs_cross_validated"),
+    ("public eval PSDS1", "eval_public/psds1"),
+    ("public eval PSDS1 cSEBBs", "eval_public/psds1_csebbs"),
+    ("MAESTRO dev mpAUC", "maestro_real_dev/mpauc"),
+)
 
 
-def _run(module: str, command: str | None, updates: dict) -> dict:
-    import importlib
+class DemoStepFailed(RuntimeError):
+    pass
 
-    ex = importlib.import_module(module).ex
-    run = ex.run(command, config_updates=updates, named_configs=["demo"]) if command else ex.run(
-        config_updates=updates, named_configs=["demo"])
-    return run.result
+
+@dataclass
+class Step:
+    """One command of the recipe: ``python -m <module> [command] with demo key=value ...``."""
+
+    name: str
+    module: str
+    command: str | None
+    updates: dict = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        words = [f"{key}={value!r}" for key, value in self.updates.items()]
+        return ["-m", self.module, *([self.command] if self.command else []), "with", "demo", *words]
+
+
+@dataclass
+class Recipe:
+    """Runs steps as child processes, one CPU thread each; keeps their logs."""
+
+    out: Path
+    env: dict = field(default_factory=lambda: {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def echo(self, line: str) -> None:
+        with self._lock:  # two lanes print at once
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    def run(self, step: Step) -> None:
+        log = self.out / "logs" / f"{step.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.echo(f"{step.name}: python {' '.join(step.argv())}")
+        started = time.time()
+        with open(log, "w") as stream:
+            done = subprocess.run([sys.executable, *step.argv()], cwd=configs.REPO_ROOT, env=self.env,
+                                  stdout=stream, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-40:])
+            raise DemoStepFailed(f"step {step.name} failed (exit {done.returncode}); its log: {log}\n{tail}")
+        self.echo(f"{step.name}: done in {time.time() - started:.0f} s")
+
+    def lanes(self, *lanes) -> None:
+        """Run the lanes (functions that run steps in order) side by side; the first failure is raised."""
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            for future in [pool.submit(lane) for lane in lanes]:
+                future.result()
+
+    def results(self, step: Step) -> dict:
+        """``results.json`` of a training or test step (its ``trainer.default_root_dir`` holds one run)."""
+        found = sorted(Path(step.updates["trainer.default_root_dir"]).glob("**/results.json"))
+        if len(found) != 1:
+            raise DemoStepFailed(f"step {step.name}: expected one results.json, found {found}")
+        return json.loads(found[0].read_text())
 
 
 def _untrained_checkpoint(arch: str, path: Path) -> Path:
@@ -69,49 +155,116 @@ def _untrained_checkpoint(arch: str, path: Path) -> Path:
     return path
 
 
+def _table(title: str, columns: dict[str, dict], rows) -> str:
+    width = max(len(label) for label, _ in rows) + 1
+    lines = [title, f"{'metric':{width}s}" + "".join(f"{name:>14s}" for name in columns)]
+    for label, key in rows:
+        lines.append(f"{label:{width}s}" + "".join(f"{r.get(key, float('nan')):14.3f}" for r in columns.values()))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default=DEMO_ARCH, choices=configs.ARCHS)
     parser.add_argument("--data", type=Path, default=configs.DEMO_DATASET_PATH, help="demo dataset root")
-    parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="folder for runs and checkpoints")
-    parser.add_argument("--max-epochs", type=int, nargs=2, metavar=("STAGE1", "STAGE2"),
-                        help=f"epochs of stage 1 and 2 (default {DEMO_EPOCHS[0]} {DEMO_EPOCHS[1]}; 1 1 for a smoke test)")
+    parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="folder for runs, checkpoints and logs")
+    parser.add_argument("--archs", nargs=2, default=DEMO_ARCHS, choices=configs.ARCHS, metavar="ARCH",
+                        help=f"the two models (default {' '.join(DEMO_ARCHS)})")
+    parser.add_argument("--max-epochs", type=int, nargs=3, metavar=("I1S1", "I1S2", "I2S1"),
+                        help="epochs of iteration-1 stage 1 and 2 and iteration-2 stage 1 for both models "
+                             "(default: per model, see DEMO_EPOCHS; 1 1 1 for a smoke test)")
+    parser.add_argument("--limit-batches", type=int, metavar="N",
+                        help="at most N training/validation/test batches per epoch (a quick plumbing check)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    arch, out = args.arch, args.out.resolve()
-    data = args.data.resolve()
-    common = {"arch": arch, "seed": DEMO_SEED, "trainer.enable_progress_bar": False, "base_path": str(data),
-              "resources_path": str(data / "resources"), "model_path": str(data / "pretrained_models"),
-              "output_path": str(data / "predictions"), "preds_path": str(data / "predictions")}
-    stage1_only = {k: v for k, v in common.items() if k not in ("output_path", "preds_path")}
-    epochs = [{"trainer.max_epochs": n, "trainer.check_val_every_n_epoch": n}
-              for n in (args.max_epochs or DEMO_EPOCHS)]
+    out, data = args.out.resolve(), args.data.resolve()
+    predictions = data / "predictions"
+    common = {"seed": DEMO_SEED, "trainer.enable_progress_bar": False, "wandb.offline": True,
+              "base_path": str(data), "resources_path": str(data / "resources"),
+              "model_path": str(data / "pretrained_models")}
+    if args.limit_batches:
+        common.update({f"trainer.limit_{split}_batches": args.limit_batches for split in ("train", "val", "test")})
+        common["trainer.log_every_n_steps"] = 1
+    stage2_paths = {"output_path": str(predictions), "preds_path": str(predictions)}
+    recipe = Recipe(out, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                              "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
     started = time.time()
 
-    untrained = _untrained_checkpoint(arch, out / "untrained.ckpt")
-    baseline = _run("ex_stage1", "test", {**stage1_only, "ckpt_path": str(untrained),
-                                          "trainer.default_root_dir": str(out / "untrained")})
-    stage1 = _run("ex_stage1", None, {**stage1_only, **STAGE1_OVERRIDES, **epochs[0],
-                                      "trainer.default_root_dir": str(out / "stage1")})
-    stage2 = _run("ex_stage2", None, {**common, **STAGE2_OVERRIDES, **epochs[1],
-                                      "trainer.default_root_dir": str(out / "stage2"),
-                                      "t4_wrapper.model_init_id": stage1["best_model_path"]})
-    name = f"{arch}_demo_stage2"
-    predictions = {"pretrained_name": stage2["best_model_path"], "out_name": name, "overwrite": True}
-    _run("ex_stage2", "store_predictions", {**common, **predictions})
-    _run("ex_stage2", "store_predictions", {**common, **predictions, "mode": "teacher"})
-    _run("ex_stage2", "ensemble_predictions", {**common, "pretrained_names": (name, name + "_t"),
-                                               "out_name": name + "_ens", "overwrite": True})
-    evaluation = _run("ex_stage2", "eval_predictions", {**common, "pretrained_name": name + "_ens"})
+    def train_step(name: str, module: str, arch: str, epochs: int, overrides: dict) -> Step:
+        return Step(name, module, None, {
+            **common, **(stage2_paths if module == "ex_stage2" else {}), "arch": arch, **ARCH_SETTINGS.get(arch, {}),
+            **overrides,
+            "trainer.max_epochs": epochs, "trainer.check_val_every_n_epoch": epochs,
+            "trainer.default_root_dir": str(out / name), "wandb.name": name})
 
-    print(f"\nDemo ({arch}, tiny, random init, CPU) finished in {time.time() - started:.0f} s. Test metrics:")
-    print(f"{'metric':28s} {'untrained':>10s} {'stage 1':>10s} {'stage 2':>10s}")
-    for label, key in TABLE_ROWS:
-        print(f"{label:28s} " + " ".join(f"{r.get(key, float('nan')):10.3f}" for r in (baseline, stage1, stage2)))
-    print("stage-2 student+teacher ensemble, eval_predictions: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items() if isinstance(v, float)))
-    return {"untrained": baseline, "stage1": stage1, "stage2": stage2, "eval": evaluation}
+    def store_step(name: str, arch: str, checkpoint: str, sets=None) -> Step:
+        return Step(name, "ex_stage2", "store_predictions", {
+            **common, **stage2_paths, "arch": arch, **ARCH_SETTINGS.get(arch, {}), "pretrained_name": checkpoint,
+            "out_name": name,
+            "overwrite": True, **({"store_sets": sets} if sets else {})})
+
+    def ensemble_step(name: str, members: list[str]) -> Step:
+        return Step(name, "ex_stage2", "ensemble_predictions", {
+            **common, **stage2_paths, "pretrained_names": tuple(members), "out_name": name, "overwrite": True})
+
+    epochs = {arch: tuple(args.max_epochs) if args.max_epochs else DEMO_EPOCHS.get(arch, (2, 1, 1))
+              for arch in args.archs}
+    first, second = args.archs
+    baseline = Step("untrained", "ex_stage1", "test", {
+        **common, "arch": first, **ARCH_SETTINGS.get(first, {}),
+        "ckpt_path": str(_untrained_checkpoint(first, out / "untrained.ckpt")),
+        "trainer.default_root_dir": str(out / "untrained")})
+    steps: dict[str, Step] = {}
+
+    def iteration1(arch: str) -> None:
+        """One model's lane: stage 1 -> stage 2 (from stage 1) -> store_predictions (all sets)."""
+        steps[f"{arch} s1"] = train_step(f"i1_{arch}_stage1", "ex_stage1", arch, epochs[arch][0], STAGE1_OVERRIDES)
+        recipe.run(steps[f"{arch} s1"])
+        steps[f"{arch} s2"] = train_step(f"i1_{arch}_stage2", "ex_stage2", arch, epochs[arch][1], {
+            **STAGE2_OVERRIDES, "t4_wrapper.model_init_id": recipe.results(steps[f"{arch} s1"])["best_model_path"]})
+        recipe.run(steps[f"{arch} s2"])
+        recipe.run(store_step(f"i1_{arch}", arch, recipe.results(steps[f"{arch} s2"])["best_model_path"]))
+
+    def iteration2(arch: str) -> None:
+        """Stage 1 on the iteration-1 ensemble's pseudo-labels (warm start from iteration 1's stage 1) -> store."""
+        steps[f"{arch} i2"] = train_step(f"i2_{arch}_stage1", "ex_stage1", arch, epochs[arch][2], {
+            **ITERATION2_OVERRIDES, "pseudo_labels": str(predictions / "i1_ensemble"),
+            "t4_wrapper.model_init_id": recipe.results(steps[f"{arch} s1"])["best_model_path"]})
+        recipe.run(steps[f"{arch} i2"])
+        recipe.run(store_step(f"i2_{arch}", arch, recipe.results(steps[f"{arch} i2"])["best_model_path"], EVAL_SETS))
+
+    # the second lane tests the untrained model first (the first model's stage 1 takes longer)
+    recipe.lanes(lambda: iteration1(first), lambda: (recipe.run(baseline), iteration1(second)))
+    recipe.run(ensemble_step("i1_ensemble", [f"i1_{arch}" for arch in args.archs]))
+    recipe.lanes(lambda: iteration2(first), lambda: iteration2(second))
+    recipe.run(ensemble_step("i2_ensemble", [f"i2_{arch}" for arch in args.archs]))
+
+    evaluations = {}
+    for name in ("i1_ensemble", "i2_ensemble"):
+        step = Step(f"eval_{name}", "ex_stage2", "eval_predictions", {**common, **stage2_paths, "pretrained_name": name})
+        recipe.run(step)
+        from helpers.prediction_commands import report_metrics
+
+        report = json.loads((predictions / name / "eval_report.json").read_text())
+        print(f"\n{step.name} (the reference's console block):\n" + "\n".join(report["console"]))
+        evaluations[name] = report_metrics(report)
+
+    models = {"untrained": recipe.results(baseline)}
+    for arch in args.archs:
+        short = "atst" if arch == "atst_frame" else arch
+        models[f"{short} i1 s1"] = recipe.results(steps[f"{arch} s1"])
+        models[f"{short} i1 s2"] = recipe.results(steps[f"{arch} s2"])
+        models[f"{short} i2 s1"] = recipe.results(steps[f"{arch} i2"])
+    print(f"\nDemo ({' + '.join(args.archs)}, tiny, random init, CPU) finished in {time.time() - started:.0f} s; "
+          f"logs in {out / 'logs'}.")
+    print(_table("Test metrics of each model (student; i = iteration, s = stage):", models, TABLE_ROWS))
+    print(_table("\neval_predictions of the ensembles (iteration 1: the stage-2 models, iteration 2: the stage-1 "
+                 "models trained on its pseudo-labels):",
+                 {"iteration 1": evaluations["i1_ensemble"], "iteration 2": evaluations["i2_ensemble"]},
+                 ENSEMBLE_ROWS))
+    return {"models": models, "ensembles": evaluations, "seconds": time.time() - started}
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DemoStepFailed as error:
+        sys.exit(f"demo: {error}")
