@@ -91,6 +91,17 @@ def _assert_same_run(full: dict, resumed: dict, full_result: dict, resumed_resul
         assert resumed_result[key] == pytest.approx(full_result[key], abs=1e-6), key
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_for_the_module():
+    """Every run of this module on one intra-op thread, the module-scoped uninterrupted run included (it is set
+    up before function-scoped fixtures such as ``one_torch_thread``): the killed runs use one thread too, and a
+    different thread count changes float summation order, which 8 Adam steps amplify beyond 1e-6."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(demo_tiny, tmp_path_factory):
     root, resources = demo_tiny
