@@ -76,7 +76,8 @@ def synthetic_batch(batch_sizes, device) -> dict:
     }
 
 
-def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, iters: int) -> dict:
+def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, iters: int,
+            batch_sizes: tuple[int, ...] | None = None) -> dict:
     from helpers.ema import ema_update
     from helpers.stages import strategy_for
     from helpers.system import SEDSystem, build_sed_model
@@ -85,10 +86,13 @@ def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, ite
     warnings.filterwarnings("ignore")
     device = torch.device(device_name)
     config = bench_config(arch, stage, size)
+    if batch_sizes:
+        config["training"]["batch_sizes"] = tuple(batch_sizes)
     student = build_sed_model(config)
     system = SEDSystem(config, stage, student,
                        sub_batch_slices=T4DataModule(config, stage).sub_batch_slices()).to(device)
     system.train()
+    system.on_train_start()  # what Lightning calls at the start of fit (stage 1: the shared frozen transformer)
     groups = strategy_for(stage).param_groups(system.student, config["optimizer"])
     optimizer = torch.optim.AdamW(groups)
     batch = synthetic_batch(config["training"]["batch_sizes"], device)
@@ -133,13 +137,16 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--batch-sizes", type=int, nargs=5, metavar="N",
+                        help="sub-batch sizes (MAESTRO, DESED strong, synth, weak, unlabeled) instead of the default")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one (arch, stage)
     args = parser.parse_args(argv)
     size = args.size or ("full" if args.device.startswith("cuda") else "tiny")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(run_one(args.archs[0], args.stages[0], size, args.device, args.warmup, args.iters)))
+        print(json.dumps(run_one(args.archs[0], args.stages[0], size, args.device, args.warmup, args.iters,
+                                 args.batch_sizes)))
         return
     rows = []
     for arch in args.archs:
@@ -148,6 +155,8 @@ def main(argv=None) -> None:
                        args.device, "--size", size, "--warmup", str(args.warmup), "--iters", str(args.iters)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
+            if args.batch_sizes:
+                command += ["--batch-sizes", *map(str, args.batch_sizes)]
             out = subprocess.run(command, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(f"{arch} stage {stage} failed:\n{out.stderr[-2000:]}", file=sys.stderr)

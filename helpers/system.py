@@ -158,6 +158,7 @@ class SEDSystem(pl.LightningModule):
         self.pseudo_loss = losses.loss_function(loss_cfg.get("pseudo_type", "BCELoss"), "loss.pseudo_type")
         self.transformer_units_per_db = augment.FEATURE_UNITS_PER_DB[self.arch]
         self._collected: dict[str, _Collected] = {}
+        self._share_frozen_transformer = False  # set at the start of fit (on_train_start)
 
     # ------------------------------------------------------------------ features and forward
     def _frontends(self, audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,6 +186,22 @@ class SEDSystem(pl.LightningModule):
                     f"(sub-batch {sub_batch!r}) but come from {sorted(found)}: sampler and batch layout disagree"
                 )
         return slices
+
+    def frozen_transformers_identical(self) -> bool:
+        """Stage 1 with the teacher's transformer equal to the student's (parameters and buffers), which the
+        EMA keeps exactly (``lerp`` of equal values is exact; the frozen student never changes): then the
+        transformer, frozen and in eval mode, gives the teacher the same output as the student for the same
+        input, so a training step computes it once (half of stage 1's transformer cost)."""
+        if self.strategy.train_transformer:
+            return False
+        student, teacher = self.student.as_model, self.teacher.as_model
+        pairs = list(zip(student.parameters(), teacher.parameters())) + list(zip(student.buffers(), teacher.buffers()))
+        return all(a.shape == b.shape and torch.equal(a, b.to(a.device)) for a, b in pairs)
+
+    def on_train_start(self) -> None:
+        self._share_frozen_transformer = self.frozen_transformers_identical()
+        if not self.strategy.train_transformer and not self._share_frozen_transformer:
+            log.info("stage 1: the teacher's transformer differs from the student's; computing both")
 
     def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
         cfg, strategy, w = self.config, self.strategy, self.loss_weights
@@ -218,8 +235,13 @@ class SEDSystem(pl.LightningModule):
         if not cfg.get("pseudo_strong_no_class_mask", False):
             pseudo = pseudo * valid[:, :, None]
 
+        tokens = None  # the frozen transformer's output, shared by student and teacher (stage 1)
+        if self._share_frozen_transformer and aug.teacher_transformer is aug.student_transformer:
+            with torch.no_grad():
+                tokens = self.student.as_model(aug.student_transformer)
         (strong, weak), (strong_all, weak_all) = self.student(
-            self.cnn_frontend.normalize(aug.student_cnn), aug.student_transformer, class_mask=(valid, None))
+            self.cnn_frontend.normalize(aug.student_cnn), aug.student_transformer, class_mask=(valid, None),
+            transformer_tokens=tokens)
         sup = losses.supervised_terms(strong, weak, labels, weak_labels, rows, strong_loss=self.strong_loss,
                                       maestro_loss=self.maestro_loss, weak_loss=self.weak_loss)
         supervised = sup.weighted_strong(w) / strategy.strong_divisor + sup.weighted_weak(w) / strategy.weak_divisor
@@ -228,7 +250,7 @@ class SEDSystem(pl.LightningModule):
         with torch.no_grad():
             teacher_strong, teacher_weak = self.teacher(
                 self.cnn_frontend.normalize(aug.teacher_cnn), aug.teacher_transformer,
-                class_mask=None if no_class_mask else valid)
+                class_mask=None if no_class_mask else valid, transformer_tokens=tokens)
         student_strong, student_weak = (strong_all, weak_all) if no_class_mask else (strong, weak)
         ssl_scale = losses.ssl_weight(self.global_step, int(cfg.get("ssl_loss_warmup_steps", 0)),
                                       w[losses.W_SSL], float(cfg.get("ssl_scale_max", 1.0)))

@@ -190,10 +190,17 @@ class SEDModel(nn.Module):
                                                     p=self.dropstep_recurrent)
         return masking(x.transpose(1, 2)).transpose(1, 2)  # masks along time, (B, T, C)
 
-    def trunk(self, cnn_features: torch.Tensor, transformer_features: torch.Tensor) -> torch.Tensor:
-        """Both branches fused and through the BiGRU: (B, T', 2·n_RNN_cell), before the heads."""
+    def trunk(self, cnn_features: torch.Tensor, transformer_features: torch.Tensor,
+              transformer_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Both branches fused and through the BiGRU: (B, T', 2·n_RNN_cell), before the heads.
+
+        ``transformer_tokens``: ``self.as_model(transformer_features)`` computed by the caller (stage 1 computes
+        the frozen transformer once for student and teacher); None computes it here.
+        """
         cnn_x = self.cnn_frames(cnn_features)  # (B, T', C)
-        embeddings = self.align_embeddings(self.as_model(transformer_features), cnn_x.shape[1])  # (B, T', D)
+        if transformer_tokens is None:
+            transformer_tokens = self.as_model(transformer_features)
+        embeddings = self.align_embeddings(transformer_tokens, cnn_x.shape[1])  # (B, T', D)
         if self.dropstep_recurrent and self.training:
             cnn_x = self._dropstep(cnn_x)
             embeddings = self._dropstep(embeddings)
@@ -231,15 +238,16 @@ class SEDModel(nn.Module):
         transformer_features: torch.Tensor,
         class_mask: torch.Tensor | None | Sequence[torch.Tensor | None] = None,
         return_strong_logits: bool = False,
+        transformer_tokens: torch.Tensor | None = None,
     ):
         """Strong (B, nclass, T') and weak (B, nclass) probabilities.
 
         class_mask: None, a bool tensor (B, nclass) with True for valid classes, or a tuple/list of those;
         a sequence returns a tuple of (strong, weak) pairs, one per mask, from one trunk pass (the reference's
         ``classes_mask=(valid_mask, None)``). ``return_strong_logits=True`` returns only the strong logits
-        (B, T', nclass), time-major, as prediction files store them.
+        (B, T', nclass), time-major, as prediction files store them. ``transformer_tokens``: see :meth:`trunk`.
         """
-        x = self.trunk(cnn_features, transformer_features)
+        x = self.trunk(cnn_features, transformer_features, transformer_tokens)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.float()
             if return_strong_logits:

@@ -97,3 +97,48 @@ def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
     assert len(pt) == model.as_model.model.depth + 2  # top norm, blocks, embeddings
     assert all(abs(g["lr"] - 1e-4 * 0.5 ** i) < 1e-15 for i, g in enumerate(pt))
     assert all("weight_decay" in g for g in groups2)
+
+
+def _system_and_batch(stage: int, arch: str = "atst_frame"):
+    from bench.train import bench_config, synthetic_batch
+    from helpers.system import SEDSystem, build_sed_model
+    from helpers.train import T4DataModule
+
+    config = bench_config(arch, stage, "tiny")
+    torch.manual_seed(0)
+    system = SEDSystem(config, stage, build_sed_model(config),
+                       sub_batch_slices=T4DataModule(config, stage).sub_batch_slices())
+    system.train()
+    return system, synthetic_batch(config["training"]["batch_sizes"], "cpu")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stage1_computes_the_frozen_transformer_once_with_the_same_loss(arch):
+    system, batch = _system_and_batch(1, arch)
+    calls = []
+    system.student.as_model.register_forward_hook(lambda *args: calls.append("student"))
+    system.teacher.as_model.register_forward_hook(lambda *args: calls.append("teacher"))
+    assert system.frozen_transformers_identical()
+    losses = {}
+    for shared in (False, True):
+        system._share_frozen_transformer = shared
+        calls.clear()
+        torch.manual_seed(1)  # the same augmentation draws
+        losses[shared] = system.training_step(copy.copy(batch), 0).detach()
+        assert calls == (["student"] if shared else ["student", "teacher"])
+    assert torch.allclose(losses[True], losses[False], rtol=1e-6, atol=1e-7)
+
+
+def test_shared_transformer_only_when_the_teachers_equals_the_students():
+    from helpers.ema import ema_update
+
+    system, _ = _system_and_batch(1)
+    assert system.frozen_transformers_identical()
+    for step in range(3):  # the EMA keeps a frozen transformer exactly equal (lerp of equal values)
+        ema_update(system.teacher, system.student, step, 0.999, ema_buffers=True)
+    assert system.frozen_transformers_identical()
+    with torch.no_grad():
+        next(system.teacher.as_model.parameters()).add_(1e-3)
+    assert not system.frozen_transformers_identical()
+    stage2, _ = _system_and_batch(2)
+    assert not stage2.frozen_transformers_identical()  # stage 2 trains the transformer
