@@ -164,7 +164,7 @@ def test_resources_resolved_from_repository_not_cwd(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert configs.RESOURCES_DIR.is_absolute()
     assert configs.RESOURCES_DIR.parent == configs.REPO_ROOT
-    (configs.REPO_ROOT / "README.md").exists()
+    assert (configs.REPO_ROOT / "README.md").is_file()
 
 
 def test_require_arch():
