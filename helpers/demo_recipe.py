@@ -106,7 +106,8 @@ class Recipe:
     """Runs steps as child processes, one CPU thread each; keeps their logs."""
 
     out: Path
-    env: dict = field(default_factory=lambda: {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    env: dict = field(default_factory=lambda: {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                                               "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def echo(self, line: str) -> None:
@@ -164,6 +165,7 @@ def _table(title: str, columns: dict[str, dict], rows) -> str:
 
 
 def main(argv=None) -> dict:
+    from helpers.prediction_commands import report_metrics  # torch: not at import time
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=configs.DEMO_DATASET_PATH, help="demo dataset root")
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="folder for runs, checkpoints and logs")
@@ -184,8 +186,7 @@ def main(argv=None) -> dict:
         common.update({f"trainer.limit_{split}_batches": args.limit_batches for split in ("train", "val", "test")})
         common["trainer.log_every_n_steps"] = 1
     stage2_paths = {"output_path": str(predictions), "preds_path": str(predictions)}
-    recipe = Recipe(out, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                              "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
+    recipe = Recipe(out)
     started = time.time()
 
     def train_step(name: str, module: str, arch: str, epochs: int, overrides: dict) -> Step:
@@ -241,8 +242,6 @@ def main(argv=None) -> dict:
     for name in ("i1_ensemble", "i2_ensemble"):
         step = Step(f"eval_{name}", "ex_stage2", "eval_predictions", {**common, **stage2_paths, "pretrained_name": name})
         recipe.run(step)
-        from helpers.prediction_commands import report_metrics
-
         report = json.loads((predictions / name / "eval_report.json").read_text())
         print(f"\n{step.name} (the reference's console block):\n" + "\n".join(report["console"]))
         evaluations[name] = report_metrics(report)

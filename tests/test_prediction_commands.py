@@ -52,6 +52,21 @@ def _merge(base: dict, updates: dict) -> dict:
     return merged
 
 
+def _assert_kept_unless_overwrite(command, config: dict) -> None:
+    """``command`` (store / ensemble) keeps an existing devtest file, and rewrites it with ``overwrite=True``."""
+    path = Path(command(config, echo=_quiet)["devtest"])
+    with h5py.File(path, "a") as f:  # mark the file: a rewrite drops the mark
+        f.attrs["marker"] = 1
+    lines = []
+    command(config, echo=lines.append)
+    with h5py.File(path) as f:
+        assert "marker" in f.attrs
+    assert any("kept existing" in line for line in lines)
+    command({**config, "overwrite": True}, echo=_quiet)
+    with h5py.File(path) as f:
+        assert "marker" not in f.attrs
+
+
 def _quiet(line: str) -> None:
     pass
 
@@ -101,18 +116,7 @@ def test_default_ensemble_name_joins_the_members(members):
 
 
 def test_ensemble_keeps_existing_files_unless_overwrite(members):
-    config = _ensemble_config(members["preds"], ["model_a", "model_b"], "ens")
-    path = Path(pc.ensemble_predictions(config, echo=_quiet)["devtest"])
-    with h5py.File(path, "a") as f:
-        f.attrs["marker"] = 1
-    lines = []
-    pc.ensemble_predictions(config, echo=lines.append)
-    with h5py.File(path) as f:
-        assert "marker" in f.attrs
-    assert any("kept existing" in line for line in lines)
-    pc.ensemble_predictions({**config, "overwrite": True}, echo=_quiet)
-    with h5py.File(path) as f:
-        assert "marker" not in f.attrs
+    _assert_kept_unless_overwrite(pc.ensemble_predictions, _ensemble_config(members["preds"], ["model_a", "model_b"], "ens"))
 
 
 def test_ensemble_refuses_sets_missing_in_some_members_and_writes_nothing(members):
@@ -448,19 +452,8 @@ def test_store_sets_selects_the_sets_written(workspace):
 
 @pytest.mark.integration
 def test_existing_files_are_kept_unless_overwrite(workspace):
-    config = _merge(workspace["configs"]["atst_frame"],
-                    {"base_path": str(_devtest_only_root(workspace)), "out_name": "keep_test"})
-    path = Path(pc.store_predictions(config, echo=_quiet)["devtest"])
-    with h5py.File(path, "a") as f:  # mark the file: a rewrite drops the mark
-        f.attrs["marker"] = 1
-    lines = []
-    pc.store_predictions(config, echo=lines.append)
-    with h5py.File(path) as f:
-        assert "marker" in f.attrs
-    assert any("kept existing" in line for line in lines)
-    pc.store_predictions(_merge(config, {"overwrite": True}), echo=_quiet)
-    with h5py.File(path) as f:
-        assert "marker" not in f.attrs
+    _assert_kept_unless_overwrite(pc.store_predictions, _merge(
+        workspace["configs"]["atst_frame"], {"base_path": str(_devtest_only_root(workspace)), "out_name": "keep_test"}))
 
 
 @pytest.mark.integration
@@ -535,7 +528,7 @@ def test_sacred_commands_run_in_process(workspace, stored):
     import ex_stage2
 
     assert {"store_predictions", "ensemble_predictions", "eval_predictions"} <= set(ex_stage2.ex.commands)
-    run = ex_stage2.ex.run("ensemble_predictions", named_configs=["demo"], config_updates={
+    ex_stage2.ex.run("ensemble_predictions", named_configs=["demo"], config_updates={
         "preds_path": str(workspace["root"] / "preds"), "pretrained_names": ("atst_frame_tiny", "beats_tiny"),
         "out_name": "ens_sacred"})
     assert (workspace["root"] / "preds" / "ens_sacred" / "devtest.hdf5").is_file()
