@@ -3,16 +3,46 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+# requirements.txt is the exact lock (every package, direct and transitive), made from requirements.in by `make lock`.
+LOCK := requirements.txt
+TORCH_VERSION := $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
+# Empty: torch/torchaudio from PyPI as locked (PyPI's Linux wheel is a CUDA 13 build; it also runs on the CPU).
+# Set it to one of PyTorch's indexes to take that build of the same version instead, e.g.
+#   make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu     (CPU only, no CUDA wheels)
+#   make venv TORCH_INDEX=https://download.pytorch.org/whl/cu128   (CUDA 12.8 drivers)
+TORCH_INDEX ?=
+UV_VERSION := 0.13.9
 
-.PHONY: venv demo demo-data test test-fast bench clean-demo
+.PHONY: venv venv-rebuild env-check lock demo demo-data test test-fast bench clean-demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+ifeq ($(strip $(TORCH_INDEX)),)
+	$(PY) -m pip install --quiet -r $(LOCK)
+else
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" "torchaudio==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	grep -v -E '^(nvidia-|cuda-|triton)' $(LOCK) > $(VENV)/lock-without-cuda-runtime.txt
+	$(PY) -m pip install --quiet -r $(VENV)/lock-without-cuda-runtime.txt
+endif
+	$(PY) -m helpers.env_check
 	touch $(STAMP)
+
+# Start again from an empty .venv (what env_check advises when the environment drifted from the lock).
+venv-rebuild:
+	rm -rf $(VENV)
+	$(MAKE) venv
+
+env-check: venv
+	$(PY) -m helpers.env_check
+
+# Regenerate the lock from requirements.in: Linux x86_64, Python 3.11 (what CI tests). Commit both files.
+# uv lives in its own folder so that the project's venv holds exactly the lock.
+lock:
+	test -x .venv-lock/bin/uv || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet uv==$(UV_VERSION))
+	.venv-lock/bin/uv pip compile requirements.in --python-platform x86_64-manylinux_2_28 --python-version 3.11 \
+		-o $(LOCK)
 
 demo-data: venv
 	$(PY) -m data_util.demo --out demo_data --preset small --workers 2
@@ -22,14 +52,17 @@ demo-data: venv
 # pseudo-labels -> store -> ensemble -> evaluate). One BLAS thread per process is much faster for the tiny models'
 # small matrices on a small CPU.
 demo: demo-data
+	$(PY) -m helpers.env_check
 	$(PY) -m ex_stage1 check_data with demo
 	$(PY) -m ex_stage2 check_data with demo
 	OMP_NUM_THREADS=1 $(PY) -m helpers.demo_recipe
 
 test: venv
+	$(PY) -m helpers.env_check
 	$(PY) -m pytest
 
 test-fast: venv
+	$(PY) -m helpers.env_check
 	$(PY) -m pytest -m "not integration"
 
 bench: venv
