@@ -22,6 +22,7 @@ import argparse
 import re
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -56,7 +57,11 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
-    return {canonical(dist.metadata["Name"]): dist.version for dist in metadata.distributions() if dist.metadata["Name"]}
+    """What pip installed into this environment's site-packages (not copies vendored elsewhere on ``sys.path``:
+    importing ``pkg_resources`` puts setuptools' own vendored ``packaging`` there)."""
+    site_dirs = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    return {canonical(dist.metadata["Name"]): dist.version
+            for dist in metadata.distributions(path=site_dirs) if dist.metadata["Name"]}
 
 
 def public_version(version: str) -> str:
@@ -66,9 +71,9 @@ def public_version(version: str) -> str:
 
 def same_version(installed: str, locked: str) -> bool:
     """PEP 440 equality (``0.1.1-2209072238`` is ``0.1.1.post2209072238``); plain text when unparsable."""
-    try:
-        from packaging.version import InvalidVersion, Version  # in the lock; imported here so a broken
-    except ImportError:  # environment still gets its report
+    try:  # packaging is in the lock; imported here so that an environment without it still gets its report
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
         return installed == locked
     try:
         return Version(installed) == Version(locked)
