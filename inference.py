@@ -13,8 +13,8 @@ baseline (``data_util.classes.MEDIAN_WINDOWS``), cSEBBs, or nothing; events are 
 - ``<stem>_events.tsv``: onset, offset, event_label, confidence (seconds, sorted by onset);
 - ``<stem>_scores.tsv``: one row per 64 ms frame: onset, offset and the 27 class probabilities;
 - ``<stem>_scores.hdf5``: the raw strong logits of every 10 s window in the prediction-file format of
-  ``helpers.predictions`` (one window: named ``<stem>``; several: ``<stem>-<onset_cs:06d>-<offset_cs:06d>``,
-  MAESTRO's chunk naming, so ``helpers.maestro_eval`` can re-assemble them);
+  ``data_util.prediction_files`` (one window: named ``<stem>``; several: ``<stem>-<onset_cs:06d>-<offset_cs:06d>``,
+  MAESTRO's chunk naming, so ``helpers.evaluation.maestro`` can re-assemble them);
 - ``<stem>.png``: log-mel spectrogram, probability curves of the active classes, detected events.
 
 Checkpoints are named (``atst_stage2`` -> ``resources/pretrained_models/atst_stage2.ckpt``) or given by path.
@@ -45,8 +45,8 @@ from torch import nn
 import configs
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
-from helpers import postprocess
-from helpers.atomic import atomic_path
+from helpers.evaluation import postprocess
+from data_util.atomic import atomic_path
 from models import long_audio
 from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
 from models.registry import PRETRAINED, create_frontends, create_model
@@ -460,7 +460,7 @@ def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarr
 
 
 def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
-    from helpers.predictions import write_predictions  # atomic itself
+    from data_util.prediction_files import write_predictions  # atomic itself
 
     write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
                       extra_attrs={"duration": prediction.duration,

@@ -9,7 +9,7 @@ clips. Frame probabilities follow the ground truth (smoothed, with noise and fal
 points and PSDS values are of a realistic kind.
 
 Then times ``evaluate_predictions`` with the full 128-candidate cSEBBs grid (plus 5-fold cross-validation)
-and compares our tuning with sebbs' own single-process tuning (``helpers.csebbs.library_tune``) on the same
+and compares our tuning with sebbs' own single-process tuning (``helpers.evaluation.csebbs.library_tune``) on the same
 devtest scores: both single-process on the first ``--library-steps`` step-filter lengths (16 candidates
 each; the library's full-grid time is extrapolated linearly, each step length costs the same; exact with
 ``--library-steps 8``), checking that both select the same parameters and values; and ours on the full
@@ -21,7 +21,7 @@ wall time on a shared machine depends on the load.
 
 Writes a table to stdout and JSON to ``bench/results/eval_cpu<N>.json``.
 
-It also times ``store_predictions`` (``helpers.prediction_commands``), the step that writes those files: a
+It also times ``store_predictions`` (``helpers.predictions.commands``), the step that writes those files: a
 random-init checkpoint of ``--store-arch`` (``--store-size tiny``: the demo's tiny model, the default, quick on a
 CPU; ``full``: the released sizes) runs over ``--store-clips`` synthetic 10 s 16 kHz wav clips written as the
 devtest audio folder of a temporary dataset root (the other sets have no folder and are skipped). End to end
@@ -57,10 +57,10 @@ from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES
 from data_util.layout import SETS
-from helpers import csebbs
-from helpers.eval_report import CSEBBsConfig, evaluate_predictions
-from helpers.predictions import NUM_FRAMES, write_predictions
-from helpers.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
+from helpers.evaluation import csebbs
+from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions
+from data_util.prediction_files import NUM_FRAMES, write_predictions
+from helpers.evaluation.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -191,8 +191,8 @@ def build(root: Path, preds: Path, private_clips: int, seed: int = 0) -> dict:
 
 def library_comparison(root: Path, preds: Path, steps: int, num_jobs: int | None) -> dict:
     """Our tune vs sebbs' single-process tune on the devtest scores, first ``steps`` step-filter lengths."""
-    from helpers.predictions import read_predictions
-    from helpers.scores import sigmoid
+    from data_util.prediction_files import read_predictions
+    from helpers.evaluation.scores import sigmoid
 
     names, logits = read_predictions(preds / "devtest.hdf5")
     scores = scores_from_probabilities(names, sigmoid(logits[:, :, : len(DESED_CLASSES)]), DESED_CLASSES)
@@ -281,9 +281,9 @@ def store_throughput(clips: int = 64, arch: str = "atst_frame", size: str = "tin
     """
     import torch
 
-    from helpers.prediction_commands import load_model, store_predictions
-    from helpers.predictions import read_predictions
-    from helpers.system import build_sed_model
+    from helpers.predictions.commands import load_model, store_predictions
+    from data_util.prediction_files import read_predictions
+    from helpers.training.system import build_sed_model
     from models.checkpoints import save_sed_checkpoint
 
     if clips < 1 or repeats < 1:

@@ -78,10 +78,10 @@ def synthetic_batch(batch_sizes, device) -> dict:
 
 def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, iters: int,
             batch_sizes: tuple[int, ...] | None = None) -> dict:
-    from helpers.ema import ema_update
-    from helpers.stages import strategy_for
-    from helpers.system import SEDSystem, build_sed_model
-    from helpers.train import T4DataModule
+    from helpers.training.ema import ema_update
+    from helpers.training.stages import strategy_for
+    from helpers.training.system import SEDSystem, build_sed_model
+    from helpers.training.train import T4DataModule
 
     warnings.filterwarnings("ignore")
     device = torch.device(device_name)

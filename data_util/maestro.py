@@ -1,6 +1,6 @@
 """MAESTRO-real specifics: chunk names and the train/validation split by recording.
 
-Re-assembling chunk scores into recordings for evaluation lives in ``helpers/maestro_eval.py``.
+Re-assembling chunk scores into recordings for evaluation lives in ``helpers/evaluation/maestro.py``.
 
 The DCASE data ships the long MAESTRO recordings as 10 s chunks named
 ``<recording>-<onset_cs:06d>-<offset_cs:06d>.wav`` (onset/offset in centiseconds of the recording),

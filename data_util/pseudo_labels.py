@@ -1,6 +1,6 @@
 """Pseudo-labels of a training set: the sigmoid of a previous iteration's (ensembled) logits.
 
-Pseudo-label files are prediction files (``helpers.predictions``): ``<folder>/<set>.hdf5`` with
+Pseudo-label files are prediction files (``data_util.prediction_files``): ``<folder>/<set>.hdf5`` with
 ``strong_logits`` [N, 156, 27] per clip stem. A :class:`PseudoLabels` object looks up one set's file;
 the HDF5 is opened lazily in the process that reads it (safe in DataLoader workers).
 
@@ -40,7 +40,7 @@ class PseudoLabels:
     def __init__(self, folder: str | os.PathLike | None, set_name: str, *, allow_missing_file: bool = False):
         self.set_name = set_name
         self.path: Path | None = None
-        self._file = None  # helpers.predictions.PredictionFile, reopened lazily per process
+        self._file = None  # data_util.prediction_files.PredictionFile, reopened lazily per process
         if folder is None:
             return
         path = Path(folder) / f"{set_name}{PSEUDO_LABEL_SUFFIX}"
@@ -61,7 +61,7 @@ class PseudoLabels:
 
     def _predictions(self):
         if self._file is None:
-            from helpers.predictions import PredictionFile  # lazy: keeps data_util importable on its own
+            from data_util.prediction_files import PredictionFile  # lazy: keeps data_util importable on its own
 
             self._file = PredictionFile(self.path)
         return self._file

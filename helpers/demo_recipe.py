@@ -145,7 +145,7 @@ def _untrained_checkpoint(arch: str, path: Path) -> Path:
     """A checkpoint of the randomly initialised demo model (student = teacher), for the baseline row."""
     import torch
 
-    from helpers.system import build_sed_model
+    from helpers.training.system import build_sed_model
     from models.checkpoints import save_sed_checkpoint
 
     config = configs.demo_defaults(1)
@@ -165,7 +165,7 @@ def _table(title: str, columns: dict[str, dict], rows) -> str:
 
 
 def main(argv=None) -> dict:
-    from helpers.prediction_commands import report_metrics  # torch: not at import time
+    from helpers.predictions.commands import report_metrics  # torch: not at import time
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=configs.DEMO_DATASET_PATH, help="demo dataset root")
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="folder for runs, checkpoints and logs")

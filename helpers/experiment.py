@@ -7,21 +7,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import configs
 
 log = logging.getLogger(__name__)
-
-
-def dataset_root(config: dict) -> Path:
-    return configs.resolve_dataset_path(config.get("base_path"))
-
-
-def resources_dir(config: dict) -> Path:
-    """Folder with the data-side resources (external-strong splits, exclude lists, impulse responses)."""
-    path = config.get("resources_path")
-    return Path(path).expanduser().resolve() if path else configs.RESOURCES_DIR
 
 
 class _DropSacredConfigNoise(logging.Filter):
@@ -67,7 +56,7 @@ def setup_experiment(ex, stage: int) -> None:
     @ex.main
     def main(_config):
         """Train (``python -m ex_stage{1,2} with arch=... [ckpt_path=<last.ckpt> to resume]``), then test the best."""
-        from helpers.train import train
+        from helpers.training.train import train
 
         configs.require_arch(_config["arch"])
         return train(_config, stage)
@@ -75,7 +64,7 @@ def setup_experiment(ex, stage: int) -> None:
     @ex.command
     def test(_config):
         """Test a checkpoint (``ckpt_path=<file or name in resources/pretrained_models>``) on the test sets."""
-        from helpers.train import test_checkpoint
+        from helpers.training.train import test_checkpoint
 
         configs.require_arch(_config["arch"])
         if not _config.get("ckpt_path"):
@@ -87,7 +76,7 @@ def setup_experiment(ex, stage: int) -> None:
         """Print one table of every data set (folder, files found, expected, status); exit 1 if anything is missing."""
         from data_util import doctor
 
-        report = doctor.check_data(dataset_root(_config), resources_dir(_config), stage=stage)
+        report = doctor.check_data(configs.dataset_root(_config), configs.resources_dir(_config), stage=stage)
         print(doctor.format_report(report))
         if not report.ok:
             sys.exit(1)
@@ -98,7 +87,7 @@ def setup_experiment(ex, stage: int) -> None:
         """Resample the 44.1 kHz originals into the missing ``_16k`` folders (parallel, resumable, atomic per file)."""
         from data_util import prepare
 
-        result = prepare.prepare_data(dataset_root(_config))
+        result = prepare.prepare_data(configs.dataset_root(_config))
         print(result.as_dict())
         if result.failed:
             sys.exit(1)

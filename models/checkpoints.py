@@ -48,7 +48,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from helpers.atomic import atomic_path
+from data_util.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests for helpers/augment.py: shapes, determinism, and the label/mask semantics of each augmentation."""
+"""Tests for helpers/training/augment.py: shapes, determinism, and the label/mask semantics of each augmentation."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from helpers import augment
-from helpers.augment import (
+from helpers.training import augment
+from helpers.training.augment import (
     FEATURE_UNITS_PER_DB,
     TRANSFORMER_FRAMES_PER_LABEL,
     apply_mixup_to,

@@ -1,4 +1,4 @@
-"""cSEBBs (helpers/csebbs.py) against sebbs itself, and the end-to-end evaluation report."""
+"""cSEBBs (helpers/evaluation/csebbs.py) against sebbs itself, and the end-to-end evaluation report."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,12 @@ from sebbs.utils import sed_scores_from_sebbs
 
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES
 from data_util.layout import SETS
-from helpers import csebbs
-from helpers.eval_report import CSEBBsConfig, evaluate_predictions
-from helpers.maestro_eval import segment_scores
-from helpers.metrics import PSDS1, psds
-from helpers.predictions import write_predictions
-from helpers.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
+from helpers.evaluation import csebbs
+from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions
+from helpers.evaluation.maestro import segment_scores
+from helpers.evaluation.metrics import PSDS1, psds
+from data_util.prediction_files import write_predictions
+from helpers.evaluation.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
 
 SEBBS = Path(__file__).parent / "fixtures" / "sebbs_dcase2023task4a"
 CLASSES_DESED = list(DESED_CLASSES)
@@ -218,7 +218,7 @@ def test_missing_sets_are_skipped_with_a_notice(real, tmp_path):
 def test_submission_tsv_text_equals_pandas():
     from io import StringIO
 
-    from helpers.eval_report import table_to_tsv
+    from helpers.evaluation.report import table_to_tsv
 
     rng = np.random.default_rng(0)
     values = rng.random((20, 4))

@@ -447,7 +447,7 @@ def test_unknown_training_key_is_an_error():
 # Pseudo-labels
 # --------------------------------------------------------------------------------------------------
 def write_pseudo_labels(folder: Path, sets: dict, drop: str | None = None) -> dict[str, np.ndarray]:
-    from helpers.predictions import write_predictions
+    from data_util.prediction_files import write_predictions
 
     logits = {}
     by_set: dict[str, list[str]] = {}

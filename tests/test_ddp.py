@@ -28,7 +28,7 @@ def test_ddp_two_cpu_processes(demo_tiny, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import json, os, sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from helpers.train import train
+        from helpers.training.train import train
         config = json.load(open({str(tmp_path / 'config.json')!r}))
         result = train(config, 1)
         if os.environ.get("LOCAL_RANK", "0") == "0":

@@ -1,11 +1,11 @@
-"""Tests for helpers/ema.py: the EMA formula, the warm-up alpha, buffers and the teacher copy."""
+"""Tests for helpers/training/ema.py: the EMA formula, the warm-up alpha, buffers and the teacher copy."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from helpers.ema import ema_alpha, ema_update, make_teacher
+from helpers.training.ema import ema_alpha, ema_update, make_teacher
 
 
 class Toy(nn.Module):

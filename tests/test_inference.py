@@ -1,4 +1,4 @@
-"""The inference CLI (``python -m inference``) and its post-processing (``helpers/postprocess.py``).
+"""The inference CLI (``python -m inference``) and its post-processing (``helpers/evaluation/postprocess.py``).
 
 Tiny random models are saved as checkpoints in the released layout (``student`` / ``teacher``) in tmp_path:
 an ATST-Frame with a stored training config (4 heads, which the shapes cannot tell) and a BEATs without one
@@ -18,8 +18,8 @@ import torch
 
 import inference
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
-from helpers import postprocess
-from helpers.predictions import read_predictions
+from helpers.evaluation import postprocess
+from data_util.prediction_files import read_predictions
 from models.checkpoints import load_state_dict_strict, save_sed_checkpoint
 from models.long_audio import num_output_frames
 from models.registry import create_model
@@ -226,7 +226,7 @@ def test_released_settings_apply_without_a_stored_config():
             assert spec.transformer_frontend["fmax_aug_range"] == 1000
 
 
-# ------------------------------------------------------------------------------------ helpers/postprocess.py
+# ------------------------------------------------------------------------------------ helpers/evaluation/postprocess.py
 def test_median_filter_removes_spikes_and_fills_gaps_per_class():
     probabilities = np.zeros((20, 2))
     probabilities[5, 0] = 1.0  # a one-frame spike

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import losses
-from helpers.ema import ema_update, make_teacher
-from helpers.optim import build_optimizer, build_scheduler, warmup_cosine_factor, warmup_linear_factor
-from helpers.stages import STAGE1, STAGE2, StepFeatures, augment_batch, group_slice, strategy_for
+from helpers.training import losses
+from helpers.training.ema import ema_update, make_teacher
+from helpers.training.optim import build_optimizer, build_scheduler, warmup_cosine_factor, warmup_linear_factor
+from helpers.training.stages import STAGE1, STAGE2, StepFeatures, augment_batch, group_slice, strategy_for
 
 ROWS = {"maestro": slice(0, 2), "desed_strong": slice(2, 4), "synth": slice(4, 6), "weak": slice(6, 8),
         "unlabeled": slice(8, 10)}

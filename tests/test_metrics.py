@@ -10,13 +10,13 @@ import pytest
 from sed_scores_eval.base_modules.scores import create_score_dataframe
 
 from data_util.classes import CLASSES, DESED_CLASSES
-from helpers.maestro_eval import (
+from helpers.evaluation.maestro import (
     EVAL_CLASSES, infer_chunk_hop, mpauc, parse_chunk_name, recording_ground_truth, recording_scores_from_probabilities,
     recording_scores_from_tables, segment_scores,
 )
-from helpers.metrics import desed_metrics
-from helpers.predictions import read_predictions, write_predictions
-from helpers.scores import (
+from helpers.evaluation.metrics import desed_metrics
+from data_util.prediction_files import read_predictions, write_predictions
+from helpers.evaluation.scores import (
     frame_timestamps, merge_overlapping_events, read_durations, read_ground_truth, scores_from_logits,
     scores_from_probabilities,
 )

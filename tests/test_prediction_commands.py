@@ -22,8 +22,8 @@ from data_util.classes import CLASSES
 from data_util.datasets import ClipDataset, ClipEntry
 from data_util.layout import PREDICTION_SETS, SETS
 from data_util.pseudo_labels import PseudoLabels
-from helpers import prediction_commands as pc
-from helpers.predictions import read_predictions, write_predictions
+from helpers.predictions import commands as pc
+from data_util.prediction_files import read_predictions, resolve_pseudo_label_dir, write_predictions
 from models.checkpoints import save_sed_checkpoint
 
 ARCH_SETTINGS = {  # the released models' wrapper settings (README commands)
@@ -228,7 +228,7 @@ def _fake_wandb(active: bool, fail: bool = False) -> types.ModuleType:
 @pytest.fixture
 def fake_evaluation(members, monkeypatch):
     """eval_predictions with evaluate_predictions replaced: two PNG files and a small report, no real metrics."""
-    from helpers import eval_report
+    from helpers.evaluation import report as eval_report
 
     folder = members["preds"] / "model_a"
     plots = [folder / "plots" / "devtest_psd_roc.png", folder / "plots" / "devtest_per_class_psds1.png"]
@@ -269,7 +269,7 @@ def test_eval_logs_nothing_without_an_active_wandb_run(fake_evaluation, monkeypa
 
 def test_a_failing_wandb_log_is_a_warning(fake_evaluation, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(active=True, fail=True))
-    with caplog.at_level(logging.WARNING, logger="helpers.eval_report"):
+    with caplog.at_level(logging.WARNING, logger="helpers.evaluation.report"):
         metrics = pc.eval_predictions(fake_evaluation["config"], echo=_quiet)
     assert metrics["devtest/psds1_csebbs"] == 0.5
     assert "wandb is unhappy" in caplog.text
@@ -305,17 +305,17 @@ def test_pseudo_label_dir_resolution(members, monkeypatch, tmp_path):
     preds = members["preds"]
     default = tmp_path / "pseudo-labels"
     monkeypatch.setattr(configs, "PSEUDO_LABELS_DIR", default)
-    assert pc.resolve_pseudo_label_dir({"pseudo_labels": None}) is None  # iteration 1: no pseudo-labels
+    assert resolve_pseudo_label_dir({"pseudo_labels": None}) is None  # iteration 1: no pseudo-labels
     default.mkdir()
-    assert pc.resolve_pseudo_label_dir({"pseudo_labels": None}) == default
-    assert pc.resolve_pseudo_label_dir({"pseudo_labels": "model_a", "preds_path": str(preds)}) == preds / "model_a"
-    assert pc.resolve_pseudo_label_dir({"pseudo_labels": str(preds / "model_a")}) == preds / "model_a"
+    assert resolve_pseudo_label_dir({"pseudo_labels": None}) == default
+    assert resolve_pseudo_label_dir({"pseudo_labels": "model_a", "preds_path": str(preds)}) == preds / "model_a"
+    assert resolve_pseudo_label_dir({"pseudo_labels": str(preds / "model_a")}) == preds / "model_a"
     monkeypatch.setattr(configs, "PREDICTIONS_DIR", preds)  # names default to resources/predictions
-    assert pc.resolve_pseudo_label_dir({"pseudo_labels": "model_b"}) == preds / "model_b"
+    assert resolve_pseudo_label_dir({"pseudo_labels": "model_b"}) == preds / "model_b"
     with pytest.raises(pc.PredictionCommandError, match=r"'ens_missing' not found.*model_a, model_b"):
-        pc.resolve_pseudo_label_dir({"pseudo_labels": "ens_missing"})
+        resolve_pseudo_label_dir({"pseudo_labels": "ens_missing"})
     with pytest.raises(pc.PredictionCommandError, match="holds none of the pseudo-label files"):
-        pc.resolve_pseudo_label_dir({"pseudo_labels": str(default)})
+        resolve_pseudo_label_dir({"pseudo_labels": str(default)})
 
 
 # ================================================================================================ integration tests
@@ -510,7 +510,7 @@ def test_eval_of_a_missing_folder_lists_the_available_ones(workspace, stored):
 def test_an_ensemble_is_the_next_iterations_pseudo_labels(workspace, stored):
     """The training data reads an ensemble folder as pseudo-labels: sigmoid of the mean logits, [27, 156]."""
     files = _ensemble(workspace, ["atst_frame_tiny", "beats_tiny"], "ens_pseudo")
-    folder = pc.resolve_pseudo_label_dir(_merge(workspace["base"], {"pseudo_labels": "ens_pseudo"}))
+    folder = resolve_pseudo_label_dir(_merge(workspace["base"], {"pseudo_labels": "ens_pseudo"}))
     audio_dir = workspace["audio"] / SETS["weak_train"].audio
     clips = [ClipEntry(p.name, weak_labels=()) for p in sorted(audio_dir.glob("*.wav"))]
     dataset = ClipDataset("weak_train", audio_dir, clips, mask=torch.ones(27, dtype=torch.bool), train=True,

@@ -1,4 +1,4 @@
-"""Prediction files (helpers/predictions.py) and ensembles (helpers/ensemble.py)."""
+"""Prediction files (data_util/prediction_files.py) and ensembles (helpers/predictions/ensemble.py)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data_util.classes import CLASSES
-from helpers.ensemble import EnsembleError, ensemble_files, ensemble_logits
-from helpers.predictions import (
+from helpers.predictions.ensemble import EnsembleError, ensemble_files, ensemble_logits
+from data_util.prediction_files import (
     FRAME_HOP_SECONDS, NUM_FRAMES, PredictionFile, PredictionFileError, read_predictions, write_predictions,
 )
 

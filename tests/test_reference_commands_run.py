@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import configs
-from helpers import train as train_module
+from helpers.training import train as train_module
 from models.checkpoints import resolve_checkpoint, safe_load
 from tests import reference_commands
 

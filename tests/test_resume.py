@@ -35,7 +35,7 @@ import json, os, signal, sys
 import pytorch_lightning as pl
 import torch
 torch.set_num_threads(1)
-from helpers import train as t
+from helpers.training import train as t
 
 config, signum, at_step = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 
@@ -61,7 +61,7 @@ def _config(root, resources, out: Path, epochs: int = EPOCHS, **training) -> dic
 
 
 def _train(config: dict) -> dict:
-    from helpers.train import train
+    from helpers.training.train import train
 
     return train(config, 1)
 

@@ -1,4 +1,4 @@
-"""Run bookkeeping (helpers/run_logging.py): wandb mode and loggers, run metadata, CodeCarbon energy, THOP MACs.
+"""Run bookkeeping (helpers/training/run_logging.py): wandb mode and loggers, run metadata, CodeCarbon energy, THOP MACs.
 
 Unit tests need no training: ``wandb_mode`` with an isolated ``HOME`` and no credentials, one real off-line
 wandb run (no network; finished again), the callbacks driven with a stand-in trainer and missing or failing
@@ -23,14 +23,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
-from helpers.run_logging import (
+from helpers.training.run_logging import (
     ComplexityCallback, EnergyCallback, finish_loggers, git_commit, make_loggers, run_metadata, wandb_mode,
 )
 from models.checkpoints import safe_load
 from tests.test_training import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parent.parent
-LOGGER_NAME = "helpers.run_logging"
+LOGGER_NAME = "helpers.training.run_logging"
 
 
 def head_commit() -> str:
@@ -317,7 +317,7 @@ def test_complexity_failure_is_a_warning(caplog):
 @pytest.fixture(scope="module")
 def tiny_run(demo_tiny, tmp_path_factory):
     """One tiny stage-1 run (2 training steps, real CodeCarbon and THOP, wandb off-line), shared by the tests below."""
-    from helpers.train import train
+    from helpers.training.train import train
 
     root, resources = demo_tiny
     out = tmp_path_factory.mktemp("run_logging")

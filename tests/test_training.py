@@ -42,7 +42,7 @@ def _backbone(state: dict) -> dict:
 @pytest.mark.integration
 @pytest.mark.parametrize("arch", ARCHS)
 def test_stage1_then_stage2(arch, demo_tiny, tmp_path):
-    from helpers.train import train
+    from helpers.training.train import train
 
     root, resources = demo_tiny
     limits = {} if arch == "atst_frame" else {"limit_val_batches": 1, "limit_test_batches": 1}
@@ -75,8 +75,8 @@ def test_stage1_then_stage2(arch, demo_tiny, tmp_path):
 
 
 def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
-    from helpers.stages import STAGE1, STAGE2
-    from helpers.system import build_sed_model
+    from helpers.training.stages import STAGE1, STAGE2
+    from helpers.training.system import build_sed_model
 
     config = tiny_config(1, "atst_frame", *demo_tiny, tmp_path)
     model = build_sed_model(config)
@@ -101,8 +101,8 @@ def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
 
 def _system_and_batch(stage: int, arch: str = "atst_frame"):
     from bench.train import bench_config, synthetic_batch
-    from helpers.system import SEDSystem, build_sed_model
-    from helpers.train import T4DataModule
+    from helpers.training.system import SEDSystem, build_sed_model
+    from helpers.training.train import T4DataModule
 
     config = bench_config(arch, stage, "tiny")
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_stage1_computes_the_frozen_transformer_once_with_the_same_loss(arch):
 
 
 def test_shared_transformer_only_when_the_teachers_equals_the_students():
-    from helpers.ema import ema_update
+    from helpers.training.ema import ema_update
 
     system, _ = _system_and_batch(1)
     assert system.frozen_transformers_identical()

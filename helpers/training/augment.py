@@ -10,7 +10,7 @@ Tensor conventions (see docs/AUGMENTATIONS.md for where each augmentation runs):
 - strong targets (labels, pseudo-labels): ``[B, 27, 156]``, 156 label frames of 64 ms;
   weak targets ``[B, 27]``; class masks ``[B, 27]`` bool.
 
-Follows the reference (CPJKU/cpjku_dcase24 ``helpers/augment.py`` and the training steps of
+Follows the reference (CPJKU/cpjku_dcase24 ``helpers/training/augment.py`` and the training steps of
 ``ex_stage1.py`` / ``ex_stage2.py``); the differences are fixes, listed in docs/AUGMENTATIONS.md:
 FilterAugment adds dB gains to log-domain features instead of multiplying them by linear gains,
 the time mask zeroes pseudo-labels (the reference zeroed the labels twice), time spans are mapped

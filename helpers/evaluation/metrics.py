@@ -7,7 +7,7 @@ with the DCASE settings the reference uses:
 - intersection-based and collar-based macro F1 at the 0.5 threshold, segment-based (1 s) F1 at the best
   threshold, AUROC and partial AUROC up to FPR 0.1.
 
-Ground truth must not hold same-class overlapping or touching events (``helpers.scores`` merges them) and
+Ground truth must not hold same-class overlapping or touching events (``helpers.evaluation.scores`` merges them) and
 clips without events are left out, as sed_scores_eval requires score keys == ground-truth keys.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 from sed_scores_eval import collar_based, intersection_based, segment_based
 
 from data_util.classes import DESED_CLASSES
-from helpers.scores import Event, select_classes
+from helpers.evaluation.scores import Event, select_classes
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What differs between stage 1 and stage 2 of the training, as two small named strategies.
 
 Stage 1 (CRNN on a frozen transformer) and stage 2 (full fine-tuning) share one LightningModule
-(``helpers.system.SEDSystem``); a :class:`StageStrategy` says what is different:
+(``helpers.training.system.SEDSystem``); a :class:`StageStrategy` says what is different:
 
 ============================  ==========================================  ==========================================
                               stage 1                                     stage 2
@@ -30,8 +30,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from helpers import augment
-from helpers.losses import (
+from helpers.training import augment
+from helpers.training.losses import (
     ICT_SSL_DIVISOR, ICT_SUM_DIVISOR, STAGE1_TOTAL_SCALE, STAGE2_MT_WEAK_DIVISOR, STAGE2_STRONG_DIVISOR,
     STAGE2_WEAK_DIVISOR,
 )
@@ -281,7 +281,7 @@ def augment_batch(
     ``config`` is the experiment config (blocks ``mix_augment``, ``time_augment``, ``filter_augment`` and,
     stage 2, ``freq_warp``). One coin per augmentation per step (``should_apply``), as the reference.
     ``transformer_units_per_db``: feature change per dB for the transformer features
-    (``helpers.augment.FEATURE_UNITS_PER_DB[arch]``; FilterAugment adds dB gains there).
+    (``helpers.training.augment.FEATURE_UNITS_PER_DB[arch]``; FilterAugment adds dB gains there).
     """
     mix_cfg = config.get("mix_augment", {})
     ta_cfg = config.get("time_augment", {})

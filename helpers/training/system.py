@@ -2,11 +2,11 @@
 
 One system for stage 1 and stage 2 of the DCASE 2024 Task 4 winning recipe (Schmid et al., arXiv 2407.12997;
 reference code CPJKU/cpjku_dcase24 ``T4Module`` in ``ex_stage1.py`` / ``ex_stage2.py``, two 2,000-line copies).
-What differs between the stages is a :class:`helpers.stages.StageStrategy`; the loss terms are the pure
-functions of ``helpers.losses``; metrics come from ``helpers.metrics`` / ``helpers.maestro_eval``.
+What differs between the stages is a :class:`helpers.training.stages.StageStrategy`; the loss terms are the pure
+functions of ``helpers.training.losses``; metrics come from ``helpers.evaluation.metrics`` / ``helpers.evaluation.maestro``.
 
 Training step: front-ends on the device in float32 with autocast off (the CNN branch's linear mel and the
-transformer's own features) → label hardening → batch augmentations (``helpers.stages.augment_batch``) →
+transformer's own features) → label hardening → batch augmentations (``helpers.training.stages.augment_batch``) →
 labels masked to the (mixed) valid classes → student forward with ``class_mask=(valid, None)`` → supervised,
 consistency and pseudo-label losses → EMA teacher update before the next optimizer step.
 
@@ -32,12 +32,13 @@ from scipy.ndimage import median_filter
 from torch import Tensor, nn
 
 from data_util.classes import DESED_CLASSES, class_indices
-from helpers import augment, losses, metrics
-from helpers.ema import ema_update, make_teacher
-from helpers.maestro_eval import EVAL_CLASSES as MAESTRO_SCORED, recording_scores_from_probabilities
-from helpers.optim import build_optimizer, build_scheduler, learning_rates
-from helpers.scores import scores_from_probabilities
-from helpers.stages import StepFeatures, augment_batch, group_slice, rows_vector, strategy_for
+from helpers.evaluation import metrics
+from helpers.training import augment, losses
+from helpers.training.ema import ema_update, make_teacher
+from helpers.evaluation.maestro import EVAL_CLASSES as MAESTRO_SCORED, recording_scores_from_probabilities
+from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
+from helpers.evaluation.scores import scores_from_probabilities
+from helpers.training.stages import StepFeatures, augment_batch, group_slice, rows_vector, strategy_for
 from models.registry import create_frontends, create_model, split_wrapper_config
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class SEDSystem(pl.LightningModule):
     """Stage 1 / stage 2 training of the SED model (student) with a mean teacher.
 
     config: the experiment's resolved config (plain dict). stage: 1 or 2. student: the SED model, already
-    initialised (see ``helpers.train.initialise_student``); the teacher is its deep copy (or ``teacher``).
+    initialised (see ``helpers.training.train.initialise_student``); the teacher is its deep copy (or ``teacher``).
     sub_batch_slices: the sampler's ``{name: slice}`` of a training batch. eval_sets: ``{set name: EvalSet}``
     of every validation and test set. run_info: stored in every checkpoint (git hash, command line, ...).
     """

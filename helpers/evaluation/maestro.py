@@ -29,8 +29,8 @@ import pandas as pd
 
 from data_util.classes import MAESTRO_EVAL_CLASSES
 from data_util.maestro import parse_chunk_name  # the one chunk-name parser (re-exported for callers)
-from helpers.metrics import PARTIAL_AUROC_MAX_FPR, SEGMENT_LENGTH, segment_auroc
-from helpers.scores import (
+from helpers.evaluation.metrics import PARTIAL_AUROC_MAX_FPR, SEGMENT_LENGTH, segment_auroc
+from helpers.evaluation.scores import (
     OFFSET, ONSET, Event, frame_timestamps, ground_truth_from_table, merge_overlapping_events,
 )
 

@@ -1,7 +1,7 @@
 """Mid-epoch resume points: ``last.ckpt`` every N optimizer steps and when a run is interrupted.
 
 Lightning writes ``last.ckpt`` after each validation (the ``ModelCheckpoint`` callbacks in
-:mod:`helpers.train`); one epoch of the real recipe is long, so a run killed mid-epoch would lose it.
+:mod:`helpers.training.train`); one epoch of the real recipe is long, so a run killed mid-epoch would lose it.
 This callback adds two more moments, both at the end of a training step (``on_train_batch_end``, the point
 Lightning knows how to restart from):
 

@@ -11,7 +11,7 @@ Each command is a plain function of the resolved experiment config (``configs.de
 available, else the CPU (the reference required CUDA); data loading uses ``test.num_workers`` workers; sets whose
 audio folder is missing are skipped with a notice instead of crashing; existing files are replaced with
 ``overwrite=True``; ensembles align clips by name (not by the files' order) and are written all-or-nothing;
-``eval_predictions`` needs no ``arch`` and no model. The file formats are the contract of ``helpers.predictions``.
+``eval_predictions`` needs no ``arch`` and no model. The file formats are the contract of ``data_util.prediction_files``.
 """
 from __future__ import annotations
 
@@ -30,14 +30,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import configs
-from data_util.layout import PREDICTION_SETS, PSEUDO_LABEL_SETS, SETS
-from helpers.predictions import write_predictions
+from data_util.layout import PREDICTION_SETS, SETS
+from data_util.prediction_files import (
+    PREDICTION_SUFFIX,
+    PredictionCommandError,
+    available_names,
+    find_prediction_folder,
+    write_predictions,
+)
+
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRETRAINED_NAME = "atst_stage2"  # the reference's default of store_predictions / eval_predictions
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
-PREDICTION_SUFFIX = ".hdf5"
 TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
 MODES = ("student", "teacher")
 MIN_ENSEMBLE_MEMBERS = 2
@@ -52,33 +58,9 @@ WRAPPER_SETTINGS_CHECKED = ("no_wrapper", "embed_pool", "interpolation_mode")
 Echo = Callable[[str], None]
 
 
-class PredictionCommandError(ValueError):
-    """A user-facing problem of a prediction command (unknown checkpoint, missing folder, bad key value)."""
-
-
 # --------------------------------------------------------------------------------------------------
-# Folders and names
+# Folders and names (the folder keys resolve in ``configs``; prediction folders in ``data_util.prediction_files``)
 # --------------------------------------------------------------------------------------------------
-def _folder(config: Mapping, key: str, default: Path) -> Path:
-    value = config.get(key)
-    return Path(value).expanduser().resolve() if value not in (None, "") else default
-
-
-def model_dir(config: Mapping) -> Path:
-    """``model_path``: where checkpoint names are looked up (None: ``resources/pretrained_models``)."""
-    return _folder(config, "model_path", configs.PRETRAINED_MODELS_DIR)
-
-
-def output_dir(config: Mapping) -> Path:
-    """``output_path``: where ``store_predictions`` writes (None: ``resources/predictions``)."""
-    return _folder(config, "output_path", configs.PREDICTIONS_DIR)
-
-
-def preds_dir(config: Mapping) -> Path:
-    """``preds_path``: where ensemble / eval / pseudo-label names are looked up (None: ``resources/predictions``)."""
-    return _folder(config, "preds_path", configs.PREDICTIONS_DIR)
-
-
 def pretrained_name(config: Mapping) -> str:
     """The model (or prediction folder) a command works on: ``pretrained_name``, else
     ``t4_wrapper.model_init_id`` (the reference README names it that way for ATST), else ``atst_stage2``."""
@@ -86,56 +68,17 @@ def pretrained_name(config: Mapping) -> str:
     return str(name) if name else DEFAULT_PRETRAINED_NAME
 
 
-def _available(folder: Path, keep: Callable[[Path], bool]) -> str:
-    names = sorted(p.stem if p.is_file() else p.name for p in folder.iterdir() if keep(p)) if folder.is_dir() else []
-    return ", ".join(names) if names else "none"
-
-
 def resolve_checkpoint_file(name_or_path: str | os.PathLike, models: Path) -> Path:
     """A checkpoint given as a path, or as a name in ``models`` with or without ``.ckpt`` / ``.pt``."""
     try:
         return configs.resolve_resource(name_or_path, models, suffixes=CHECKPOINT_SUFFIXES)
     except FileNotFoundError:
-        available = _available(models, lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+        available = available_names(models, lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
         raise PredictionCommandError(
             f"checkpoint {str(name_or_path)!r} not found: it is neither a file nor a name in {models} "
             f"(available there: {available}). Set pretrained_name=<name or path> (and model_path=<folder>), "
             "or download the released checkpoints with `python download_resources.py stage2`."
         ) from None
-
-
-def _prediction_folder(name_or_path: str | os.PathLike, root: Path, what: str) -> Path:
-    """A folder of prediction files given as a name in ``root`` or as a path."""
-    candidates = [root / str(name_or_path), Path(name_or_path).expanduser()]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    available = _available(root, lambda p: p.is_dir() and any(p.glob("*" + PREDICTION_SUFFIX)))
-    raise PredictionCommandError(
-        f"{what} {str(name_or_path)!r} not found: looked for {', '.join(str(c) for c in candidates)}; "
-        f"prediction folders in {root}: {available}. Write them with `python -m ex_stage2 store_predictions` "
-        "or `ensemble_predictions`."
-    )
-
-
-def resolve_pseudo_label_dir(config: Mapping) -> Path | None:
-    """The folder of pseudo-label files (``<set>.hdf5``) for training, or None (iteration 1: none).
-
-    ``pseudo_labels``: None → ``resources/pseudo-labels`` if that folder exists, else None; a name → the folder
-    of that name in ``preds_path`` (default ``resources/predictions``, where store/ensemble write); a path → the
-    path itself. A name or path that does not exist, or a folder without any pseudo-label set file
-    (``data_util.layout.PSEUDO_LABEL_SETS``), is an error.
-    """
-    value = config.get("pseudo_labels")
-    if value in (None, ""):
-        return configs.PSEUDO_LABELS_DIR if configs.PSEUDO_LABELS_DIR.is_dir() else None
-    folder = _prediction_folder(value, preds_dir(config), "pseudo_labels")
-    if not any((folder / f"{name}{PREDICTION_SUFFIX}").is_file() for name in PSEUDO_LABEL_SETS):
-        raise PredictionCommandError(
-            f"pseudo_labels={str(value)!r}: {folder} holds none of the pseudo-label files "
-            f"{', '.join(n + PREDICTION_SUFFIX for n in PSEUDO_LABEL_SETS)}"
-        )
-    return folder
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,7 +102,7 @@ class WaveformModel(nn.Module):
 def build_model_from_config(config: Mapping) -> WaveformModel:
     """The randomly initialised SED model and front-ends of ``config`` (``arch``, ``<arch>``, ``t4_wrapper``,
     ``mel``, ``scaler``, ``passt_mel``), built exactly as the training code builds them."""
-    from helpers.system import build_frontends, build_sed_model  # lazy: pulls in Lightning
+    from helpers.training.system import build_frontends, build_sed_model  # lazy: pulls in Lightning
 
     configs.require_arch(config.get("arch"))
     cnn_frontend, transformer_frontend = build_frontends(config)
@@ -271,9 +214,9 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     mode = config.get("mode", "student")
     if mode not in MODES:
         raise PredictionCommandError(f"mode={mode!r} must be one of {MODES}")
-    checkpoint = resolve_checkpoint_file(pretrained_name(config), model_dir(config))
+    checkpoint = resolve_checkpoint_file(pretrained_name(config), configs.model_dir(config))
     folder_name = str(config.get("out_name") or checkpoint.stem) + (TEACHER_SUFFIX if mode == "teacher" else "")
-    out_dir = output_dir(config) / folder_name
+    out_dir = configs.output_dir(config) / folder_name
     dataset_root = configs.resolve_dataset_path(config.get("base_path"))
     overwrite = bool(config.get("overwrite", False))
     loader_kwargs = dict(batch_size=int(config.get("batch_size", 128)),
@@ -334,7 +277,7 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     All new files are written into a temporary folder first and moved into place only when every set succeeded.
     Returns ``{set: file}`` of the ensemble's files.
     """
-    from helpers.ensemble import ensemble_files
+    from helpers.predictions.ensemble import ensemble_files
 
     names = [str(n) for n in (config.get("pretrained_names") or ())]
     if len(names) < MIN_ENSEMBLE_MEMBERS:
@@ -352,8 +295,8 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
             f"{name} (weight {w:g})" for name, w in zip(names, weights))
     else:
         description = "ensemble mean of logits: " + ", ".join(names)
-    root = preds_dir(config)
-    members = [_prediction_folder(name, root, "prediction folder") for name in names]
+    root = configs.preds_dir(config)
+    members = [find_prediction_folder(name, root, "prediction folder") for name in names]
     out_name = str(config.get("out_name") or "_".join(Path(n).name for n in names))
     out_dir = root / out_name
     if out_dir.resolve() in members:
@@ -432,13 +375,13 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
 
     Prints the reference's console block (MAESTRO dev mpAUC, devtest / eval_public PSDS1, raw and with cSEBBs
     tuned on devtest), writes ``eval_report.json``, plots and the eval_private submission folders into the
-    prediction folder (``helpers.eval_report``). When a wandb run is active (``wandb.run``; none is started
+    prediction folder (``helpers.evaluation.report``). When a wandb run is active (``wandb.run``; none is started
     here) the plots and the returned numbers are logged to it under ``eval/``. Returns
     ``{"<set>/<metric>": value}``.
     """
-    from helpers.eval_report import CSEBBsConfig, evaluate_predictions, log_to_active_wandb
+    from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions, log_to_active_wandb
 
-    folder = _prediction_folder(pretrained_name(config), preds_dir(config), "prediction folder")
+    folder = find_prediction_folder(pretrained_name(config), configs.preds_dir(config), "prediction folder")
     csebbs_cfg = CSEBBsConfig(
         classwise=bool(config.get("classwise", True)),
         step_filter_lengths=tuple(config["step_filter_lengths"]),
@@ -447,7 +390,7 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
         cross_validation_folds=int(config.get("cross_validation_folds") or 0),
         num_jobs=config.get("num_jobs"),
     )
-    resources = _folder(config, "resources_path", configs.RESOURCES_DIR)
+    resources = configs.resources_dir(config)
     report = evaluate_predictions(folder, configs.resolve_dataset_path(config.get("base_path")), resources,
                                   csebbs_cfg, echo=echo)
     metrics = report_metrics(report)
@@ -456,7 +399,7 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
 
 
 __all__ = [
-    "store_predictions", "ensemble_predictions", "eval_predictions", "resolve_pseudo_label_dir",
+    "store_predictions", "ensemble_predictions", "eval_predictions",
     "build_model_from_config", "load_model", "predict_logits", "resolve_checkpoint_file", "pretrained_name",
     "WaveformModel", "PredictionCommandError", "store_sets", "report_metrics",
 ]

@@ -45,9 +45,9 @@ from sed_scores_eval.base_modules.ground_truth import multi_label_to_single_labe
 from sed_scores_eval.intersection_based import intermediate_statistics as intersection_statistics
 
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES, class_indices
-from helpers.maestro_eval import segment_scores
-from helpers.metrics import PSDS1, SEGMENT_LENGTH, PSDSSettings, events_only
-from helpers.scores import OFFSET, ONSET, Event, audio_id, frame_timestamps
+from helpers.evaluation.maestro import segment_scores
+from helpers.evaluation.metrics import PSDS1, SEGMENT_LENGTH, PSDSSettings, events_only
+from helpers.evaluation.scores import OFFSET, ONSET, Event, audio_id, frame_timestamps
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from data_util.classes import CLASSES, class_indices
-from helpers.predictions import CLIP_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from data_util.prediction_files import CLIP_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 ONSET, OFFSET = "onset", "offset"
 Event = tuple[float, float, str]

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from helpers.predictions import PredictionFile, write_predictions
+from data_util.prediction_files import PredictionFile, write_predictions
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,14 @@ import numpy as np
 
 from data_util.classes import CLASSES, DESED_CLASSES
 from data_util.layout import SETS, resolve
-from helpers import csebbs
-from helpers.atomic import atomic_path, atomic_write_text
-from helpers.maestro_eval import (
+from helpers.evaluation import csebbs
+from data_util.atomic import atomic_path, atomic_write_text
+from helpers.evaluation.maestro import (
     EVAL_CLASSES, infer_chunk_hop, mpauc, recording_ground_truth, recording_scores_from_probabilities, recording_scores_from_tables,
 )
-from helpers.metrics import PSDS1, desed_metrics_and_psds1, events_only
-from helpers.predictions import PredictionFile
-from helpers.scores import read_durations, read_ground_truth, scores_from_probabilities, select_classes, sigmoid
+from helpers.evaluation.metrics import PSDS1, desed_metrics_and_psds1, events_only
+from data_util.prediction_files import PredictionFile
+from helpers.evaluation.scores import read_durations, read_ground_truth, scores_from_probabilities, select_classes, sigmoid
 
 log = logging.getLogger(__name__)
 

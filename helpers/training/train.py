@@ -1,7 +1,7 @@
 """Training entry points of both Sacred experiments: ``train(config, stage)`` and ``test_checkpoint(...)``.
 
 ``train`` builds the data (``T4DataModule``), the student (initialised per stage, see :func:`initialise_student`)
-and the :class:`helpers.system.SEDSystem`, fits with Lightning (``trainer.*`` config keys pass through), keeps
+and the :class:`helpers.training.system.SEDSystem`, fits with Lightning (``trainer.*`` config keys pass through), keeps
 the best checkpoint by ``val/obj_metric`` and ``last.ckpt``, then tests the best weights on devtest, external
 strong val and MAESTRO dev and returns the metrics. ``ckpt_path`` in the config resumes from a Lightning
 checkpoint (e.g. ``.../checkpoints/last.ckpt``) with optimizer, scheduler, EMA teacher, sampler position and
@@ -31,15 +31,16 @@ from data_util import layout
 from data_util.datasets import (
     MAESTRO_REAL_VAL, TRAIN_SET_NAMES, WEAK_VAL, build_eval_set, build_train_sets,
 )
+from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
-from helpers.maestro_eval import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_name, recording_ground_truth
-from helpers.run_logging import (
+from helpers.evaluation.maestro import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_name, recording_ground_truth
+from helpers.training.run_logging import (
     ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
 )
-from helpers.atomic import atomic_write_text
-from helpers.resume_points import ResumePoints
-from helpers.scores import read_durations, read_ground_truth
-from helpers.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
+from data_util.atomic import atomic_write_text
+from helpers.training.resume_points import ResumePoints
+from helpers.evaluation.scores import read_durations, read_ground_truth
+from helpers.training.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
 from models.checkpoints import load_pretrained_backbone, load_sed_checkpoint, resolve_checkpoint, safe_load
 
 log = logging.getLogger(__name__)
@@ -55,21 +56,10 @@ SSL_CHECKPOINT_KEYS = {"atst_frame": "atst_checkpoint", "beats": "beats_checkpoi
 
 
 # ------------------------------------------------------------------------------------------------ paths
-def dataset_root(config: Mapping) -> Path:
-    return configs.resolve_dataset_path(config.get("base_path"))
-
-
-def resources_dir(config: Mapping) -> Path:
-    path = config.get("resources_path")
-    return Path(path).expanduser().resolve() if path else configs.RESOURCES_DIR
-
-
 def pseudo_label_dir(config: Mapping) -> Path | None:
     """Folder of the pseudo-label files, or None when the pseudo-label loss is off (weight 0) or disabled."""
     if float(config["loss_weights"][5]) <= 0 or not config.get("training", {}).get("use_pseudo_labels", True):
         return None
-    from helpers.prediction_commands import resolve_pseudo_label_dir  # prediction files are pseudo-label files
-
     return resolve_pseudo_label_dir(config)
 
 
@@ -126,7 +116,7 @@ class T4DataModule(pl.LightningDataModule):
         super().__init__()
         self.config = config
         self.stage = stage
-        self.root, self.resources = dataset_root(config), resources_dir(config)
+        self.root, self.resources = configs.dataset_root(config), configs.resources_dir(config)
         self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
         self.sampler: MultiSetBatchSampler | None = None
         self._pending_sampler_state: dict | None = None
@@ -213,7 +203,7 @@ class SamplerEpoch(pl.Callback):
 
 def load_eval_sets(config: Mapping, names) -> dict[str, EvalSet]:
     """Ground truth and durations of the validation / test sets ``names`` (tsvs of the dataset layout)."""
-    root, resources = dataset_root(config), resources_dir(config)
+    root, resources = configs.dataset_root(config), configs.resources_dir(config)
 
     def path(spec_path: str, spec) -> Path:
         return layout.resolve(spec_path, root, resources, spec.labels_in_resources)

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
+import configs
 from data_util.classes import CLASSES, NUM_CLASSES
-from helpers.atomic import atomic_path
+from data_util.atomic import atomic_path
+from data_util.layout import PSEUDO_LABEL_SETS
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +232,51 @@ def read_predictions(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(filenames, strong_logits [N, 156, 27] float32) of a prediction file, validated."""
     with PredictionFile(path) as predictions:
         return predictions.filenames, predictions.all_logits()
+
+
+# ------------------------------------------------------------------------------------------------ prediction folders
+PREDICTION_SUFFIX = ".hdf5"
+
+
+class PredictionCommandError(ValueError):
+    """A user-facing problem of a prediction command or folder (unknown checkpoint, missing folder, bad key value)."""
+
+
+def available_names(folder: Path, keep: Callable[[Path], bool]) -> str:
+    """The names in ``folder`` that ``keep`` accepts, for error messages ("none" when there are none)."""
+    names = sorted(p.stem if p.is_file() else p.name for p in folder.iterdir() if keep(p)) if folder.is_dir() else []
+    return ", ".join(names) if names else "none"
+
+
+def find_prediction_folder(name_or_path: str | os.PathLike, root: Path, what: str) -> Path:
+    """A folder of prediction files given as a name in ``root`` or as a path."""
+    candidates = [root / str(name_or_path), Path(name_or_path).expanduser()]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    available = available_names(root, lambda p: p.is_dir() and any(p.glob("*" + PREDICTION_SUFFIX)))
+    raise PredictionCommandError(
+        f"{what} {str(name_or_path)!r} not found: looked for {', '.join(str(c) for c in candidates)}; "
+        f"prediction folders in {root}: {available}. Write them with `python -m ex_stage2 store_predictions` "
+        "or `ensemble_predictions`."
+    )
+
+
+def resolve_pseudo_label_dir(config: Mapping) -> Path | None:
+    """The folder of pseudo-label files (``<set>.hdf5``) for training, or None (iteration 1: none).
+
+    ``pseudo_labels``: None → ``resources/pseudo-labels`` if that folder exists, else None; a name → the folder
+    of that name in ``preds_path`` (default ``resources/predictions``, where store/ensemble write); a path → the
+    path itself. A name or path that does not exist, or a folder without any pseudo-label set file
+    (``data_util.layout.PSEUDO_LABEL_SETS``), is an error.
+    """
+    value = config.get("pseudo_labels")
+    if value in (None, ""):
+        return configs.PSEUDO_LABELS_DIR if configs.PSEUDO_LABELS_DIR.is_dir() else None
+    folder = find_prediction_folder(value, configs.preds_dir(config), "pseudo_labels")
+    if not any((folder / f"{name}{PREDICTION_SUFFIX}").is_file() for name in PSEUDO_LABEL_SETS):
+        raise PredictionCommandError(
+            f"pseudo_labels={str(value)!r}: {folder} holds none of the pseudo-label files "
+            f"{', '.join(n + PREDICTION_SUFFIX for n in PSEUDO_LABEL_SETS)}"
+        )
+    return folder

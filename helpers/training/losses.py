@@ -169,7 +169,7 @@ def ict_term(
 ) -> Tensor:
     """One sub-batch's interpolation-consistency term: ``L(s_strong, t_strong) + weak_factor · L(s_weak, t_weak) / 2``.
 
-    The teacher outputs must already be mixed like the student's input (``helpers.augment.apply_mixup_to`` on
+    The teacher outputs must already be mixed like the student's input (``helpers.training.augment.apply_mixup_to`` on
     the teacher's predictions for the un-mixed input); they are clamped to [0, 1] and detached here.
     """
     strong_term = loss(student_strong, teacher_strong.clamp(0, 1).detach())

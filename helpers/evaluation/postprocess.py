@@ -9,7 +9,7 @@ duration). Outputs are event lists ``[(onset, offset, event_label, confidence)]`
   ``reflect`` boundary); windows are ``data_util.classes.MEDIAN_WINDOWS``.
 - :func:`threshold_events`: contiguous runs of frames with probability > threshold become events (the DCASE
   baseline's ``scores > threshold``); an event's confidence is its highest frame probability.
-- :func:`csebbs_events`: cSEBBs (Ebbers et al., Interspeech 2024) via ``helpers.csebbs`` and the ``sebbs``
+- :func:`csebbs_events`: cSEBBs (Ebbers et al., Interspeech 2024) via ``helpers.evaluation.csebbs`` and the ``sebbs``
   library; a box is detected when its confidence > threshold (as sebbs' ``detection_thresholding``).
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def csebbs_events(
     """cSEBBs boxes of ``probabilities`` [T, C] whose confidence > ``threshold`` (default predictor if None)."""
     import pandas as pd
 
-    from helpers import csebbs
+    from helpers.evaluation import csebbs
 
     probabilities = np.asarray(probabilities, dtype=np.float64)
     T, C = probabilities.shape
