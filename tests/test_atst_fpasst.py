@@ -121,7 +121,7 @@ def test_frontend_matches_reference_fixture(arch):
     expected = np.load(FIXTURES / arch / "outputs.npz")["frontend"]
     ours = make_frontend(arch).eval()(audio).numpy()
     assert ours.shape == expected.shape
-    assert np.linalg.norm(ours - expected) / np.linalg.norm(expected) < 1e-4
+    assert np.linalg.norm(ours - expected) / np.linalg.norm(expected) < 1e-5  # measured <= 2.9e-6 (fPaSST)
 
 
 def _stats(x: torch.Tensor) -> tuple[float, float, float, float]:

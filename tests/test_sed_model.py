@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +16,12 @@ from models import long_audio
 from models.mel import CNNMel
 from models.registry import ARCHS, PRETRAINED, create_frontends, create_model, split_wrapper_config
 from models.sed_model import SEDModel
+from tests.reference_t4 import FIXTURES, SUMMARY, fixture_fill, rel_err
 
-FIXTURES = Path(__file__).parent / "fixtures" / "reference_t4"
-SUMMARY = json.loads((FIXTURES / "summary.json").read_text())
-REL_TOL = 1e-4
+# End to end against outputs.npz, measured here: front-ends <= 2.9e-6 (fPaSST), backbones <= 2.1e-6 (BEATs),
+# strong_logits <= 1.1e-6, probabilities <= 1e-7; the fixture README reports <= 4e-6 (BEATs front-end) on another
+# CPU. 1e-5 keeps a margin for other CPUs (was 1e-4). The CRNN branch is pinned module by module in test_crnn.py.
+REL_TOL = 1e-5
 N_CLASSES = 27
 FRAMES = 156
 # The fixture's class mask: the 10 DESED classes plus "cutlery and dishes" (10) and "people talking" (12).
@@ -37,27 +37,6 @@ TINY_BACKBONE = {
 }
 UNUSED_IN_FORWARD = ("as_model.model.predictor.", "as_model.model.atst.mask_embed")
 TINY_WRAPPER = dict(nb_filters=[4, 8, 8, 8, 8, 8, 8], n_RNN_cell=16)
-
-
-def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(ours.astype(np.float64) - ref) / np.linalg.norm(ref))
-
-
-def fixture_fill(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fixture README's deterministic weights, by key name (crc32 seeds), for every floating tensor."""
-    filled = {}
-    for name, tensor in state_dict.items():
-        if not tensor.dtype.is_floating_point:
-            filled[name] = tensor.clone()  # num_batches_tracked keeps its initial value
-            continue
-        rng = np.random.default_rng(zlib.crc32(name.encode()) + SUMMARY["seed_offset"])
-        value = 0.02 * rng.standard_normal(tuple(tensor.shape)).astype(np.float32)
-        if name.endswith("running_var"):
-            value = 1 + 5 * np.abs(value)
-        elif tensor.ndim == 1 and name.endswith("weight"):
-            value = 1 + value
-        filled[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-    return filled
 
 
 def released_checkpoint(student: dict, teacher: dict) -> dict:
@@ -109,7 +88,6 @@ def test_state_dict_matches_released_layout(full_model):
     assert sum(p.numel() for p in model.as_model.model.parameters()) == summary["n_params_backbone"]
 
 
-@pytest.mark.integration
 def test_full_model_equivalence(full_model, audio, tmp_path):
     """Released-format file with the fixture weights → our loader → our front-ends and model = the reference."""
     arch, model = full_model
