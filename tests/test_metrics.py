@@ -26,7 +26,7 @@ SEBBS = FIXTURES / "sebbs_dcase2023task4a"
 VERY_NEGATIVE_LOGIT = -30.0
 PROBABILITY_CLIP = 1e-7
 
-# evaluation.md: sed_scores_eval on the 20 real score tables against their ground truth
+# sed_scores_eval on the 20 real score tables against their ground truth (provenance: tests/fixtures/README.md)
 REFERENCE = {
     "psds1": 0.2697432829693092,
     "psds2": 0.5810546313412599,
