@@ -157,6 +157,17 @@ def test_block_order_and_released_key_names():
     torch.testing.assert_close(block(x), expected)
 
 
+def test_defaults_are_the_released_models():
+    cnn = CNN()
+    convs = [getattr(cnn.cnn, f"conv{i}") for i in range(7)]
+    assert [(c.kernel_size, c.stride, c.padding) for c in convs] == [((3, 3), (1, 1), (1, 1))] * 7
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128, 128, 128, 128] and convs[0].in_channels == 1
+    assert all(isinstance(getattr(cnn.cnn, f"cg{i}"), ContextGating) for i in range(7))
+    assert all(getattr(cnn.cnn, f"dropout{i}").p == 0.0 for i in range(7))
+    gru = BidirectionalGRU(n_in=8, n_hidden=4).rnn
+    assert (gru.num_layers, gru.dropout) == (2, 0.0)
+
+
 def test_custom_sizes_int_pooling_and_layer_norm():
     cnn = CNN(nb_filters=(4, 6), kernel_size=(3, 5), padding=(1, 2), stride=(1, 1), pooling=(2, (1, 4)),
               activation="glu", normalization="layer", conv_dropout=0.25)

@@ -242,6 +242,21 @@ def test_weak_head_is_attention_over_classes():
     torch.testing.assert_close(weak, torch.sigmoid(model_no_att.dense(x)).mean(1))
 
 
+def test_weak_head_clamp_keeps_an_underflowing_attention_finite():
+    """An attention weight that underflows to 0 on every frame is clamped to 1e-7: the class's weak output is then
+    the mean of its strong output over time, not 0 / 0."""
+    torch.manual_seed(0)
+    model = tiny_model("beats").eval()
+    x = torch.randn(2, FRAMES, 2 * TINY_WRAPPER["n_RNN_cell"])
+    with torch.no_grad():
+        model.dense_softmax.weight.zero_()
+        model.dense_softmax.bias.zero_()
+        model.dense_softmax.bias[0] = -1000.0  # exp(-1000) == 0 in float32
+        strong, weak = model._heads(x, None)
+    assert torch.isfinite(weak).all()
+    torch.testing.assert_close(weak[:, 0], strong[:, 0].mean(-1))
+
+
 @pytest.mark.parametrize("embed_pool,mode", [("aap", "nearest"), ("int", "nearest-exact"), ("int", "linear"),
                                              ("conv", "nearest")])
 def test_embed_pool_variants(embed_pool, mode):

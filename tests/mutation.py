@@ -1,0 +1,258 @@
+"""Mutation testing of the numeric core: ``make mutation`` (``python -m tests.mutation``). Not part of CI.
+
+Two passes, one module after the other (CPU-heavy; see docs/MUTATION.md for the last report):
+
+1. **mutmut** (3.x) per module of ``TARGETS``, each in its own scratch copy of the project under ``.mutation/<name>``
+   (mutmut reads its config from the working folder and writes ``mutants/`` there), with only that module's fast
+   tests as the oracle. mutmut maps every test to the functions it calls and runs, per mutant, only the tests that
+   reach the mutated function. Afterwards ``cd .mutation/<name> && ../../.venv/bin/mutmut show <mutant>`` shows a
+   mutant, ``mutmut browse`` all of them.
+2. **Hand mutants** (``HAND_MUTANTS``): changes mutmut cannot make because it only mutates function bodies
+   (module-level constants such as BatchNorm's eps), and the realistic bugs the issue named. Each is applied to a
+   scratch copy (``.mutation/hand``), the module's tests run, and the mutant must fail at least one of them.
+
+Writes ``.mutation/summary.json`` and prints one table: module, mutants, killed, survived, other (timeouts,
+mutants no test reaches, suspicious), and the names of the survivors.
+
+    python -m tests.mutation                      # everything (hours on 2 cores)
+    python -m tests.mutation --only crnn maestro  # some modules
+    python -m tests.mutation --hand-only          # the hand mutants only (minutes)
+    python -m tests.mutation --rerun-survivors    # after writing tests: the earlier survivors only
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".mutation"
+MUTMUT = Path(sys.executable).parent / "mutmut"
+# What the tests import; copied into every scratch folder (the tests must not see the original tree).
+PACKAGES = ("models", "helpers", "data_util")
+FILES = ("configs.py", "pytest.ini")
+# Fast tests only: slow training runs and end-to-end recipes are no oracle for a numeric module.
+FAST = ["-m", "not slow and not integration"]
+KILLED, SURVIVED = "killed", "survived"
+# Lines that only word an error or a log message: their expression (the whole message, however many lines) is not
+# mutated. The conditions that raise and the exception types' effects are still mutated elsewhere.
+MESSAGE_LINES = (r"raise \w+\(", r"\blog\.\w+\(", r"warnings\.warn\(")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    paths: tuple[str, ...]  # files to mutate
+    tests: tuple[str, ...]  # the module's tests (pytest node ids or files)
+    functions: tuple[str, ...] = ()  # mutmut name globs restricting the mutants (empty: every function)
+
+
+TARGETS = (
+    Target("crnn", ("models/crnn.py",), ("tests/test_crnn.py",)),
+    Target("sed_model", ("models/sed_model.py",), ("tests/test_sed_model.py", "tests/test_crnn.py")),
+    Target("mel", ("models/mel.py",), ("tests/test_sed_model.py", "tests/test_augment.py")),
+    # The transformer front-ends live in the backbone files: only their classes are mutated.
+    Target("frontends", ("models/atst_frame.py", "models/fpasst.py", "models/beats.py"),
+           ("tests/test_atst_fpasst.py", "tests/test_beats.py"),
+           ("models.atst_frame.xǁATSTMelǁ*", "models.fpasst.xǁPaSSTMelǁ*", "models.beats.xǁBEATsFbankǁ*",
+            "models.beats.x_kaldi_mel*")),
+    Target("losses", ("helpers/training/losses.py",), ("tests/test_losses.py",)),
+    Target("metrics", ("helpers/evaluation/metrics.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
+    Target("scores", ("helpers/evaluation/scores.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
+    Target("maestro", ("helpers/evaluation/maestro.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
+    Target("csebbs", ("helpers/evaluation/csebbs.py",), ("tests/test_csebbs.py",)),
+)
+
+
+@dataclass(frozen=True)
+class HandMutant:
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    why: str
+
+
+HAND_MUTANTS = (
+    HandMutant("models/crnn.py", "BATCHNORM_EPS = 1e-3", "BATCHNORM_EPS = 1e-5", ("tests/test_crnn.py",),
+               "BatchNorm eps of PyTorch's default instead of the reference's"),
+    HandMutant("models/crnn.py", "BATCHNORM_MOMENTUM = 0.99", "BATCHNORM_MOMENTUM = 0.01", ("tests/test_crnn.py",),
+               "BatchNorm momentum in Keras' convention"),
+    HandMutant("models/crnn.py", "return x * torch.sigmoid(self._channel_linear(x))", "return 0.5 * x",
+               ("tests/test_crnn.py",), "context gating replaced by a constant 0.5 gate"),
+    HandMutant("models/crnn.py", "LEAKY_RELU_SLOPE = 0.2", "LEAKY_RELU_SLOPE = 0.01", ("tests/test_crnn.py",),
+               "LeakyReLU slope"),
+    HandMutant("models/sed_model.py", "ATTENTION_CLAMP_MIN = 1e-7", "ATTENTION_CLAMP_MIN = 0.0",
+               ("tests/test_sed_model.py",), "attention clamp"),
+    HandMutant("helpers/evaluation/maestro.py", "summed / np.maximum(counts, 1.0)[:, None]", "summed",
+               ("tests/test_metrics.py", "tests/test_mpauc_oracle.py"), "MAESTRO overlap-add: sum instead of mean"),
+    HandMutant("helpers/evaluation/maestro.py", "MIN_SOFT_LABEL_CONFIDENCE = 0.5", "MIN_SOFT_LABEL_CONFIDENCE = 0.4",
+               ("tests/test_metrics.py", "tests/test_mpauc_oracle.py"), "MAESTRO soft-label cut"),
+    HandMutant("helpers/evaluation/scores.py", 'keep & (table["confidence"] > min_confidence)',
+               'keep & (table["confidence"] >= min_confidence)',
+               ("tests/test_metrics.py", "tests/test_mpauc_oracle.py"), "soft-label cut > 0.5 -> >= 0.5"),
+    HandMutant("helpers/evaluation/metrics.py", "PARTIAL_AUROC_MAX_FPR = 0.1", "PARTIAL_AUROC_MAX_FPR = 0.2",
+               ("tests/test_metrics.py", "tests/test_mpauc_oracle.py"), "partial AUROC max FPR"),
+    HandMutant("helpers/evaluation/metrics.py", "SEGMENT_LENGTH = 1.0", "SEGMENT_LENGTH = 0.5",
+               ("tests/test_metrics.py", "tests/test_mpauc_oracle.py"), "segment length"),
+)
+
+
+@dataclass
+class Result:
+    name: str
+    statuses: dict[str, str] = field(default_factory=dict)  # mutant -> status
+    seconds: float = 0.0
+
+    @property
+    def survivors(self) -> list[str]:
+        return sorted(k for k, v in self.statuses.items() if v == SURVIVED)
+
+    def row(self) -> dict:
+        counts = {status: list(self.statuses.values()).count(status) for status in set(self.statuses.values())}
+        return {"module": self.name, "mutants": len(self.statuses), "killed": counts.get(KILLED, 0),
+                "survived": counts.get(SURVIVED, 0),
+                "other": {k: v for k, v in counts.items() if k not in (KILLED, SURVIVED)},
+                "survivors": self.survivors, "seconds": round(self.seconds)}
+
+
+def scratch_copy(folder: Path, fresh: bool = True) -> None:
+    """A copy of what the tests need (sources, tests with fixtures, pytest.ini) in ``folder``.
+
+    ``fresh=False`` keeps an earlier run (its ``mutants/`` and results) and refreshes only the tests.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    if not fresh:
+        shutil.copytree(REPO / "tests", folder / "tests", ignore=ignore, dirs_exist_ok=True)
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for package in PACKAGES + ("tests",):
+        shutil.copytree(REPO / package, folder / package, ignore=ignore)
+    for name in FILES:
+        shutil.copy2(REPO / name, folder / name)
+
+
+def _lines(key: str, values) -> str:
+    return f"{key} =\n" + "".join(f"    {v}\n" for v in values)
+
+
+def mutmut_config(target: Target) -> str:
+    return "[mutmut]\n" + "".join([
+        _lines("source_paths", PACKAGES + ("configs.py",)),
+        _lines("only_mutate", target.paths),
+        _lines("pytest_add_cli_args_test_selection", list(target.tests) + FAST),
+        _lines("pytest_add_cli_args", ["-p", "no:cacheprovider", "-W", "ignore::UserWarning"]),
+        _lines("do_not_mutate_patterns", MESSAGE_LINES),
+        "also_copy =\n    pytest.ini\n",
+        # torch is not fork-safe once it has run: fork the workers from a clean server process
+        "process_isolation = forkserver\n",
+        "use_git_change_detection = false\n",
+    ])
+
+
+def _statuses(folder: Path, env: dict) -> str:
+    return subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, env=env, capture_output=True,
+                          text=True, check=False).stdout
+
+
+def run_mutmut(target: Target, max_children: int, rerun_survivors: bool = False) -> Result:
+    """One mutmut run over ``target``; ``rerun_survivors``: keep the earlier run, refresh the tests and run
+    its surviving mutants again (after new tests were written)."""
+    folder = WORK / target.name
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    names = list(target.functions)
+    if rerun_survivors and (folder / "mutants").is_dir():
+        scratch_copy(folder, fresh=False)
+        names = [line.strip().rpartition(": ")[0] for line in _statuses(folder, env).splitlines()
+                 if line.strip().endswith(": " + SURVIVED)]
+        if not names:
+            print(f"{target.name}: no survivors to run again")
+    else:
+        scratch_copy(folder)
+        (folder / "setup.cfg").write_text(mutmut_config(target))
+    start = time.perf_counter()
+    log = folder / "mutmut.log"
+    if names or not rerun_survivors:
+        with open(log, "a" if rerun_survivors else "w") as out:
+            subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *names],
+                           cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    listing = _statuses(folder, env)
+    result = Result(target.name, seconds=time.perf_counter() - start)
+    for line in listing.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name and (not target.functions or any(fnmatch.fnmatch(name, g) for g in target.functions)):
+            result.statuses[name] = status
+    if not result.statuses:
+        print(f"{target.name}: mutmut produced no results; see {log}", file=sys.stderr)
+    return result
+
+
+def run_hand_mutants() -> Result:
+    folder = WORK / "hand"
+    scratch_copy(folder)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    result = Result("hand mutants")
+    start = time.perf_counter()
+    for mutant in HAND_MUTANTS:
+        path = folder / mutant.path
+        original = path.read_text()
+        if original.count(mutant.old) != 1:
+            raise SystemExit(f"hand mutant {mutant.why!r}: {mutant.old!r} is not once in {mutant.path}; update HAND_MUTANTS")
+        path.write_text(original.replace(mutant.old, mutant.new))
+        try:
+            run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST,
+                                  *mutant.tests], cwd=folder, env=env, capture_output=True, text=True, check=False)
+        finally:
+            path.write_text(original)
+        status = KILLED if run.returncode == 1 else SURVIVED if run.returncode == 0 else f"error {run.returncode}"
+        result.statuses[f"{mutant.path}: {mutant.why}"] = status
+        print(f"  {status:9s} {mutant.path}: {mutant.why}", flush=True)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"\n{'module':14s} {'mutants':>8s} {'killed':>7s} {'survived':>9s}  other")
+    for r in results:
+        row = r.row()
+        print(f"{row['module']:14s} {row['mutants']:8d} {row['killed']:7d} {row['survived']:9d}  {row['other'] or ''}")
+    for r in results:
+        for name in r.survivors:
+            print(f"  survived: {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=[t.name for t in TARGETS], help="mutmut only these modules")
+    parser.add_argument("--hand-only", action="store_true", help="skip mutmut, run the hand mutants only")
+    parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1: a shared CPU)")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="keep the earlier runs and test their survivors again with the current tests")
+    args = parser.parse_args(argv)
+    WORK.mkdir(exist_ok=True)
+    results = [run_hand_mutants()]
+    if not args.hand_only:
+        for target in TARGETS:
+            if args.only and target.name not in args.only:
+                continue
+            print(f"mutmut: {target.name} ({', '.join(target.paths)})", flush=True)
+            results.append(run_mutmut(target, args.max_children, args.rerun_survivors))
+            print_table(results[-1:])
+    summary = WORK / "summary.json"
+    summary.write_text(json.dumps([r.row() for r in results], indent=1))
+    print_table(results)
+    print(f"\nwritten: {summary}")
+    return 0 if not results[0].survivors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
