@@ -7,21 +7,23 @@ Two passes, one module after the other (CPU-heavy; see docs/MUTATION.md for the 
    tests as the oracle. mutmut maps every test to the functions it calls and runs, per mutant, only the tests that
    reach the mutated function. Afterwards ``cd .mutation/<name> && ../../.venv/bin/mutmut show <mutant>`` shows a
    mutant, ``mutmut browse`` all of them.
-2. **Hand mutants** (``HAND_MUTANTS``): changes mutmut cannot make because it only mutates function bodies
-   (module-level constants such as BatchNorm's eps), and the realistic bugs the issue named. Each is applied to a
-   scratch copy (``.mutation/hand``), the module's tests run, and the mutant must fail at least one of them.
+2. **Hand mutants** (``HAND_MUTANTS``): realistic bugs (BatchNorm eps, the MAESTRO overlap-add mean, the
+   soft-label cut, ...), and **constant mutants**: every module-level numeric constant of the target files changed
+   (an int + 1, a float doubled), which mutmut cannot do because it only mutates function bodies. Each is applied
+   to a scratch copy (``.mutation/hand``), the module's tests run, and the mutant must fail at least one of them.
 
 Writes ``.mutation/summary.json`` and prints one table: module, mutants, killed, survived, other (timeouts,
 mutants no test reaches, suspicious), and the names of the survivors.
 
     python -m tests.mutation                      # everything (hours on 2 cores)
     python -m tests.mutation --only crnn maestro  # some modules
-    python -m tests.mutation --hand-only          # the hand mutants only (minutes)
+    python -m tests.mutation --hand-only          # the hand and constant mutants only (tens of minutes)
     python -m tests.mutation --rerun-survivors    # after writing tests: the earlier survivors only
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import json
 import os
@@ -69,6 +71,11 @@ TARGETS = (
     Target("maestro", ("helpers/evaluation/maestro.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
     Target("csebbs", ("helpers/evaluation/csebbs.py",), ("tests/test_csebbs.py",)),
 )
+
+
+# Constant mutants of the backbone files need only their own backbone's tests.
+CONSTANT_TESTS = {"models/atst_frame.py": ("tests/test_atst_fpasst.py",),
+                  "models/fpasst.py": ("tests/test_atst_fpasst.py",), "models/beats.py": ("tests/test_beats.py",)}
 
 
 @dataclass(frozen=True)
@@ -196,13 +203,47 @@ def run_mutmut(target: Target, max_children: int, rerun_survivors: bool = False)
     return result
 
 
-def run_hand_mutants() -> Result:
+def _changed_number(value):
+    """The mutated value of a numeric constant: an int + 1, a float doubled (1.0 for 0.0)."""
+    if isinstance(value, int):
+        return value + 1
+    return value * 2 if value != 0 else 1.0
+
+
+def constant_mutants(targets) -> list[HandMutant]:
+    """One mutant per module-level UPPER_CASE constant holding a number (its first number changed), for the files
+    of ``targets`` with their tests: what mutmut, which mutates function bodies only, never changes."""
+    mutants = []
+    for target in targets:
+        for path in target.paths:
+            source = (REPO / path).read_text()
+            lines = source.splitlines()
+            for node in ast.parse(source).body:
+                if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                        and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()):
+                    continue
+                numbers = [n for n in ast.walk(node.value) if isinstance(n, ast.Constant)
+                           and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)]
+                if not numbers or numbers[0].lineno != node.lineno:
+                    continue
+                number = numbers[0]
+                line = lines[node.lineno - 1]
+                literal = line[number.col_offset:number.end_col_offset]
+                new_line = line[:number.col_offset] + repr(_changed_number(number.value)) + line[number.end_col_offset:]
+                if source.count(line) != 1:
+                    continue
+                why = f"{node.targets[0].id}: {literal} -> {_changed_number(number.value)!r}"
+                mutants.append(HandMutant(path, line, new_line, CONSTANT_TESTS.get(path, target.tests), why))
+    return mutants
+
+
+def run_hand_mutants(mutants=HAND_MUTANTS, name: str = "hand mutants") -> Result:
     folder = WORK / "hand"
     scratch_copy(folder)
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    result = Result("hand mutants")
+    result = Result(name)
     start = time.perf_counter()
-    for mutant in HAND_MUTANTS:
+    for mutant in mutants:
         path = folder / mutant.path
         original = path.read_text()
         if original.count(mutant.old) != 1:
@@ -239,11 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the earlier runs and test their survivors again with the current tests")
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
-    results = [run_hand_mutants()]
+    targets = [t for t in TARGETS if not args.only or t.name in args.only]
+    results = [run_hand_mutants(), run_hand_mutants(constant_mutants(targets), "constants")]
     if not args.hand_only:
-        for target in TARGETS:
-            if args.only and target.name not in args.only:
-                continue
+        for target in targets:
             print(f"mutmut: {target.name} ({', '.join(target.paths)})", flush=True)
             results.append(run_mutmut(target, args.max_children, args.rerun_survivors))
             print_table(results[-1:])
@@ -251,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.write_text(json.dumps([r.row() for r in results], indent=1))
     print_table(results)
     print(f"\nwritten: {summary}")
-    return 0 if not results[0].survivors else 1
+    return 0 if not results[0].survivors and not results[1].survivors else 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import torch
 from models import long_audio
 from models.mel import CNNMel
 from models.registry import ARCHS, PRETRAINED, create_frontends, create_model, split_wrapper_config
-from models.sed_model import SEDModel
+from models.crnn import GLU, ContextGating
+from models.sed_model import AudioSetWrapper, SEDModel
 from tests.reference_t4 import FIXTURES, SUMMARY, fixture_fill, rel_err
 
 # End to end against outputs.npz, measured here: front-ends <= 2.9e-6 (fPaSST), backbones <= 2.1e-6 (BEATs),
@@ -303,6 +304,98 @@ def test_dropstep_only_in_training():
     assert dropped.shape == x.shape and (zero_steps <= 16).all() and zero_steps.sum() > 0
 
 
+def test_dropstep_run_length_is_capped_by_the_proportion_and_drawn_per_clip():
+    """TimeMasking(dropstep_recurrent_len, p=dropstep_recurrent, iid_masks=True): a run of at most
+    min(len, int(p * T)) steps, drawn independently for each clip."""
+    torch.manual_seed(0)
+    model = tiny_model("atst_frame", dropstep_recurrent=0.05, dropstep_recurrent_len=16).train()
+    x = torch.ones(64, FRAMES, 8)
+    zeroed = (model._dropstep(x) == 0).all(-1)  # (B, T)
+    assert zeroed.sum(-1).max() <= int(0.05 * FRAMES)  # 7 < 16: the proportion binds
+    assert len({tuple(row.nonzero().flatten().tolist()) for row in zeroed}) > 10  # not one mask for the batch
+
+
+def test_dropstep_applies_to_both_branches_in_training():
+    torch.manual_seed(0)
+    model = tiny_model("atst_frame", dropstep_recurrent=0.2, dropout=0.0).train()
+    seen = []
+
+    def zero_steps(x):
+        seen.append(tuple(x.shape))
+        return torch.zeros_like(x)
+
+    model._dropstep = zero_steps  # everything dropped: the fusion layer sees only zeros
+    cnn_features, tokens = torch.randn(2, 1, 128, 626), torch.randn(2, 250, 527)
+    out = model.trunk(cnn_features, None, transformer_tokens=tokens)
+    assert seen == [(2, FRAMES, 8), (2, FRAMES, 527)]  # CNN frames, then the aligned embeddings
+    fused = model.cat_tf(torch.zeros(2, FRAMES, 8 + 527))
+    torch.testing.assert_close(out, model.rnn(fused))
+
+
+def test_precomputed_transformer_tokens_replace_the_transformer():
+    """Stage 1 computes the frozen transformer once: forward(..., transformer_tokens=t) uses t as as_model's output."""
+    torch.manual_seed(0)
+    model = tiny_model("atst_frame").eval()
+    cnn_mel, frontend = create_frontends("atst_frame")
+    wav = 0.1 * torch.randn(2, 160_000)
+    cnn_features, features = cnn_mel(wav), frontend(wav)
+    with torch.no_grad():
+        tokens = model.as_model(features)
+        expected = model(cnn_features, features, return_strong_logits=True)
+        given = model(cnn_features, None, return_strong_logits=True, transformer_tokens=tokens)
+        other = model(cnn_features, features, return_strong_logits=True, transformer_tokens=torch.zeros_like(tokens))
+    torch.testing.assert_close(given, expected)
+    assert not torch.allclose(other, expected)
+
+
+def test_wrapper_defaults_are_the_reference_t4_wrapper_defaults():
+    backbone = create_model("atst_frame", backbone_kwargs=TINY_BACKBONE["atst_frame"]).backbone
+    model = SEDModel(backbone, nb_filters=TINY_WRAPPER["nb_filters"], n_RNN_cell=TINY_WRAPPER["n_RNN_cell"])
+    assert model.as_model.use_head and model.as_model.out_dim == 527 and model.as_model.seq_len == 250
+    assert model.attention and model.nclass == 27 and model.dense.out_features == 27
+    assert (model.embed_pool, model.interpolation_mode) == ("aap", "nearest")
+    assert (model.dropstep_recurrent, model.dropstep_recurrent_len) == (0.0, 16)
+    assert model.dropout.p == 0.5 and model.rnn.rnn.dropout == 0.0 and model.rnn.rnn.num_layers == 2
+    assert isinstance(model.cnn.cnn.cg0, ContextGating)
+    # the AudioSet wrapper alone: a 768 -> 527 head applied on 250 tokens
+    wrapper = AudioSetWrapper(torch.nn.Identity(), use_head=True)
+    assert (wrapper.head_linear_layer.in_features, wrapper.head_linear_layer.out_features) == (768, 527)
+    assert wrapper(torch.randn(1, 496, 768)).shape == (1, 250, 527)
+    assert AudioSetWrapper(torch.nn.Identity(), use_head=False).out_dim == 768
+    # tokens are pooled along time, whatever the feature width (here 250, the token count it pools to)
+    square = AudioSetWrapper(torch.nn.Identity(), use_head=True, embed_dim=250)
+    assert square(torch.randn(1, 496, 250)).shape == (1, 250, 527)
+
+
+def test_wrapper_arguments_reach_their_modules():
+    backbone = create_model("atst_frame", backbone_kwargs=TINY_BACKBONE["atst_frame"]).backbone
+    model = SEDModel(backbone, n_in_channel=2, dropout=0.3, kernel_size=[5] * 7, padding=[2] * 7, stride=[2] * 7,
+                     nb_filters=[4, 8, 8, 8, 8, 8, 6], n_RNN_cell=16, dropout_recurrent=0.25, n_layers_RNN=3,
+                     audioset_classes=100, nclass=11, activation="glu")
+    conv0 = model.cnn.cnn.conv0
+    assert (conv0.in_channels, conv0.kernel_size, conv0.padding, conv0.stride) == (2, (5, 5), (2, 2), (2, 2))
+    assert model.cnn.cnn.dropout6.p == 0.3 and model.dropout.p == 0.3 and isinstance(model.cnn.cnn.glu0, GLU)
+    assert (model.rnn.rnn.input_size, model.rnn.rnn.hidden_size, model.rnn.rnn.num_layers) == (16, 16, 3)
+    assert model.rnn.rnn.dropout == 0.25
+    assert model.as_model.head_linear_layer.out_features == 100
+    assert model.cat_tf.in_features == 6 + 100 and model.cat_tf.out_features == 16  # last CNN width + head
+    assert model.dense.out_features == model.dense_softmax.out_features == 11 and model.dense.in_features == 32
+
+
+def test_embedding_size_and_attention_arguments():
+    backbone = create_model("atst_frame", backbone_kwargs=TINY_BACKBONE["atst_frame"]).backbone
+    kwargs = dict(nb_filters=TINY_WRAPPER["nb_filters"], n_RNN_cell=TINY_WRAPPER["n_RNN_cell"])
+    assert SEDModel(backbone, embedding_size=64, **kwargs).cat_tf.in_features == 8 + 527  # equal to embed_dim: fine
+    assert SEDModel(backbone, attention="legacy", **kwargs).attention
+    assert not SEDModel(backbone, attention=False, **kwargs).attention
+    with pytest.raises(ValueError, match="attention"):
+        SEDModel(backbone, attention="yes", **kwargs)
+    no_dim = torch.nn.Linear(4, 4)  # a backbone without `embed_dim`
+    with pytest.raises(ValueError, match="embed_dim"):
+        SEDModel(no_dim, **kwargs)
+    assert SEDModel(no_dim, embedding_size=4, no_wrapper=True, **kwargs).cat_tf.in_features == 8 + 4
+
+
 def test_bad_wrapper_config_is_an_error():
     with pytest.raises(ValueError, match="embed_pool"):
         tiny_model("atst_frame", embed_pool="max")
@@ -316,6 +409,9 @@ def test_bad_wrapper_config_is_an_error():
         tiny_model("atst_frame", pooling=[[2, 2]] * 3)
     with pytest.raises(TypeError):
         tiny_model("atst_frame", n_rnn_cell=8)  # misspelt key
+    with pytest.raises(ValueError, match="dropstep_recurrent"):
+        tiny_model("atst_frame", dropstep_recurrent=1.5)
+    assert tiny_model("atst_frame", dropstep_recurrent=1.0).dropstep_recurrent == 1.0  # the bounds are inclusive
 
 
 # ------------------------------------------------------------------------------------------ registry
