@@ -27,6 +27,7 @@ import ast
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ class Target:
 TARGETS = (
     Target("crnn", ("models/crnn.py",), ("tests/test_crnn.py",)),
     Target("sed_model", ("models/sed_model.py",), ("tests/test_sed_model.py", "tests/test_crnn.py")),
-    Target("mel", ("models/mel.py",), ("tests/test_sed_model.py", "tests/test_augment.py")),
+    Target("mel", ("models/mel.py",), ("tests/test_mel.py", "tests/test_sed_model.py", "tests/test_augment.py")),
     # The transformer front-ends live in the backbone files: only their classes are mutated.
     Target("frontends", ("models/atst_frame.py", "models/fpasst.py", "models/beats.py"),
            ("tests/test_atst_fpasst.py", "tests/test_beats.py"),
@@ -117,6 +118,7 @@ class Result:
     name: str
     statuses: dict[str, str] = field(default_factory=dict)  # mutant -> status
     seconds: float = 0.0
+    diffs: dict[str, list[str]] = field(default_factory=dict)  # survivor -> its changed lines
 
     @property
     def survivors(self) -> list[str]:
@@ -127,7 +129,8 @@ class Result:
         return {"module": self.name, "mutants": len(self.statuses), "killed": counts.get(KILLED, 0),
                 "survived": counts.get(SURVIVED, 0),
                 "other": {k: v for k, v in counts.items() if k not in (KILLED, SURVIVED)},
-                "survivors": self.survivors, "seconds": round(self.seconds)}
+                "survivors": {name: self.diffs.get(name, []) for name in self.survivors},
+                "seconds": round(self.seconds)}
 
 
 def scratch_copy(folder: Path, fresh: bool = True) -> None:
@@ -171,35 +174,85 @@ def _statuses(folder: Path, env: dict) -> str:
                           text=True, check=False).stdout
 
 
-def run_mutmut(target: Target, max_children: int, rerun_survivors: bool = False) -> Result:
-    """One mutmut run over ``target``; ``rerun_survivors``: keep the earlier run, refresh the tests and run
-    its surviving mutants again (after new tests were written)."""
+def _module_path(mutant: str) -> str:
+    """``models.mel.xǁCNNMelǁ_scale__mutmut_3`` -> ``models/mel.py``."""
+    module = re.split(r"\.x[ǁ_]", mutant, maxsplit=1)[0]
+    return module.replace(".", "/") + ".py"
+
+
+def _pytest(folder: Path, tests, env: dict) -> str:
+    """Run ``tests`` (fast tier) in ``folder``; killed (a test failed), survived (all passed) or an error."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST, *tests],
+                         cwd=folder, env=env, capture_output=True, text=True, check=False)
+    return KILLED if run.returncode == 1 else SURVIVED if run.returncode == 0 else f"error {run.returncode}"
+
+
+def apply_mutant(name: str) -> None:
+    """Write mutant ``name`` into its source file under the working folder (a mutmut scratch folder).
+
+    ``mutmut apply`` (3.8.1) replaces the first method of that name in the file, whatever its class (e.g. the
+    first ``__init__``); this finds the function by class and name.
+    """
+    import libcst as cst
+    from mutmut.mutation.diff_apply import read_mutant_function, read_mutants_module
+    from mutmut.utils.format_utils import orig_function_and_class_names_from_key
+
+    path = Path(_module_path(name))
+    mutant = read_mutant_function(read_mutants_module(path), name)
+    function_name, class_name = orig_function_and_class_names_from_key(name)
+    module = cst.parse_module(path.read_text())
+    body = module.body
+    if class_name is not None:
+        body = next(c for c in body if isinstance(c, cst.ClassDef) and c.name.value == class_name).body.body
+    original = next(f for f in body if isinstance(f, cst.FunctionDef) and f.name.value == function_name)
+    path.write_text(module.deep_replace(original, mutant.with_changes(leading_lines=original.leading_lines)).code)
+
+
+def rerun_survivors(target: Target, folder: Path, statuses: dict[str, str], env: dict) -> None:
+    """Test the earlier survivors again with the current tests: each is applied to the scratch sources
+    (:func:`apply_mutant`), the target's tests run there, and the file is restored. Updates ``statuses``."""
+    scratch_copy(folder, fresh=False)
+    for name in sorted(k for k, v in statuses.items() if v == SURVIVED):
+        path = _module_path(name)
+        applied = subprocess.run([sys.executable, "-c", f"import tests.mutation as m; m.apply_mutant({name!r})"],
+                                 cwd=folder, env=env, capture_output=True, text=True, check=False)
+        try:
+            statuses[name] = _pytest(folder, target.tests, env) if applied.returncode == 0 else "error (apply)"
+        finally:
+            shutil.copy2(REPO / path, folder / path)
+        print(f"  {statuses[name]:9s} {name}", flush=True)
+
+
+def run_mutmut(target: Target, max_children: int, rerun: bool = False) -> Result:
+    """One mutmut run over ``target`` in a fresh scratch copy; ``rerun``: keep the earlier run and test its
+    survivors again with the current tests (see :func:`rerun_survivors`)."""
     folder = WORK / target.name
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    names = list(target.functions)
-    if rerun_survivors and (folder / "mutants").is_dir():
-        scratch_copy(folder, fresh=False)
-        names = [line.strip().rpartition(": ")[0] for line in _statuses(folder, env).splitlines()
-                 if line.strip().endswith(": " + SURVIVED)]
-        if not names:
-            print(f"{target.name}: no survivors to run again")
-    else:
-        scratch_copy(folder)
-        (folder / "setup.cfg").write_text(mutmut_config(target))
     start = time.perf_counter()
     log = folder / "mutmut.log"
-    if names or not rerun_survivors:
-        with open(log, "a" if rerun_survivors else "w") as out:
-            subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *names],
+    if not (rerun and (folder / "mutants").is_dir()):
+        scratch_copy(folder)
+        (folder / "setup.cfg").write_text(mutmut_config(target))
+        with open(log, "w") as out:
+            subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *target.functions],
                            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    listing = _statuses(folder, env)
-    result = Result(target.name, seconds=time.perf_counter() - start)
+    result = Result(target.name)
+    listing = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, env=env, capture_output=True,
+                             text=True, check=False).stdout
     for line in listing.splitlines():
         name, sep, status = line.strip().rpartition(": ")
         if sep and name and (not target.functions or any(fnmatch.fnmatch(name, g) for g in target.functions)):
             result.statuses[name] = status
     if not result.statuses:
         print(f"{target.name}: mutmut produced no results; see {log}", file=sys.stderr)
+    if rerun:
+        rerun_survivors(target, folder, result.statuses, env)
+    for name in result.survivors:
+        diff = subprocess.run([str(MUTMUT), "show", name], cwd=folder, env=env, capture_output=True, text=True,
+                              check=False).stdout
+        result.diffs[name] = [line for line in diff.splitlines()
+                              if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    result.seconds = time.perf_counter() - start
     return result
 
 
@@ -250,11 +303,9 @@ def run_hand_mutants(mutants=HAND_MUTANTS, name: str = "hand mutants") -> Result
             raise SystemExit(f"hand mutant {mutant.why!r}: {mutant.old!r} is not once in {mutant.path}; update HAND_MUTANTS")
         path.write_text(original.replace(mutant.old, mutant.new))
         try:
-            run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *FAST,
-                                  *mutant.tests], cwd=folder, env=env, capture_output=True, text=True, check=False)
+            status = _pytest(folder, mutant.tests, env)
         finally:
             path.write_text(original)
-        status = KILLED if run.returncode == 1 else SURVIVED if run.returncode == 0 else f"error {run.returncode}"
         result.statuses[f"{mutant.path}: {mutant.why}"] = status
         print(f"  {status:9s} {mutant.path}: {mutant.why}", flush=True)
     result.seconds = time.perf_counter() - start
@@ -277,11 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hand-only", action="store_true", help="skip mutmut, run the hand mutants only")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut workers (default 1: a shared CPU)")
     parser.add_argument("--rerun-survivors", action="store_true",
-                        help="keep the earlier runs and test their survivors again with the current tests")
+                        help="keep the earlier mutmut runs and test their survivors again with the current tests")
+    parser.add_argument("--mutmut-only", action="store_true", help="skip the hand and constant mutants")
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
     targets = [t for t in TARGETS if not args.only or t.name in args.only]
-    results = [run_hand_mutants(), run_hand_mutants(constant_mutants(targets), "constants")]
+    results = [] if args.mutmut_only else [run_hand_mutants(), run_hand_mutants(constant_mutants(targets), "constants")]
     if not args.hand_only:
         for target in targets:
             print(f"mutmut: {target.name} ({', '.join(target.paths)})", flush=True)
@@ -291,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.write_text(json.dumps([r.row() for r in results], indent=1))
     print_table(results)
     print(f"\nwritten: {summary}")
-    return 0 if not results[0].survivors and not results[1].survivors else 1
+    hand = [r for r in results if r.name in ("hand mutants", "constants")]
+    return 0 if not any(r.survivors for r in hand) else 1
 
 
 if __name__ == "__main__":
