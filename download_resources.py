@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 REPO_ROOT = Path(__file__).resolve().parent
 RESOURCES_DIR = REPO_ROOT / "resources"
 MANIFEST_PATH = RESOURCES_DIR / "MANIFEST.json"
@@ -148,8 +150,6 @@ def _fetch(source: str, filename: str, part: Path, progress: bool) -> None:
 
 
 def _progress(name: str, total: int | None, initial: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, disable=not enabled,
                 leave=False)
 

@@ -19,6 +19,7 @@ setup_experiment(ex, STAGE)
 @ex.command(unobserved=True)
 def store_predictions(_config):
     """Write the strong logits of a checkpoint on every set: ``<output_path>/<pretrained_name>[_t]/<set>.hdf5``."""
+    # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
     return prediction_commands.store_predictions(_config)
@@ -27,6 +28,7 @@ def store_predictions(_config):
 @ex.command(unobserved=True)
 def ensemble_predictions(_config):
     """Mean (weighted by `ensemble_weights`) of the logits of ``pretrained_names`` per set into ``<preds_path>/<out_name>/``."""
+    # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
     return prediction_commands.ensemble_predictions(_config)
@@ -35,6 +37,7 @@ def ensemble_predictions(_config):
 @ex.command(unobserved=True)
 def eval_predictions(_config):
     """PSDS1 (devtest, public eval), MAESTRO mpAUC, cSEBBs; report, plots and the private-eval submission."""
+    # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
     return prediction_commands.eval_predictions(_config)

@@ -22,7 +22,7 @@ The architecture is read from the checkpoint itself: the backbone from its tellt
 embedding width, MLP width, CRNN filters, GRU width, AudioSet head) from the state-dict shapes, and what
 shapes cannot tell (attention heads of ATST / fPaSST, embedding pooling) from the training config stored in
 the checkpoint (``hyper_parameters['config']``) when present, else from the released models' settings
-(``models.registry.PRETRAINED[arch].wrapper_defaults``; 64-dim attention heads).
+(``models.registry.ARCH_SPECS[arch].wrapper_defaults``; 64-dim attention heads); see ``models.loading``.
 
 The reference has no inference command; its ``store_predictions`` runs only on the dataset's 10 s clips.
 """
@@ -33,58 +33,37 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torchaudio
 from torch import nn
+from tqdm import tqdm
 
 import configs
+from data_util.atomic import atomic_path
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
+from data_util.prediction_files import write_predictions
 from helpers.evaluation import postprocess
-from data_util.atomic import atomic_path
 from models import long_audio
-from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
-from models.registry import PRETRAINED, create_frontends, create_model
+from models.checkpoints import CheckpointError
+from models.factory import WaveformSED
+from models.loading import HEAD_DIM, load_sed_model
+from models.registry import arch_names
 
 log = logging.getLogger("inference")
 
-DEFAULT_MODEL = "atst_stage2"
 DEFAULT_OUT_DIR = Path("inference_out")
 DEFAULT_HOP_SECONDS = 5.0
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_THRESHOLD = 0.5
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
 FRAME_HOP_SECONDS = long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE  # 0.064
 WINDOW_SAMPLES = round(long_audio.WINDOW_SECONDS * SAMPLE_RATE)
-HEAD_DIM = 64  # attention head width of every released backbone (768 = 12 x 64)
 CENTISECONDS = 100
-
-# Prefixes of the SED model's state dict (fixed by the released checkpoints).
-BACKBONE = "as_model.model."
-HEAD_WEIGHT = "as_model.head_linear_layer.weight"
-BLOCK_PATTERNS = {  # arch -> regex of a transformer block key, group 1 = block index
-    "atst_frame": re.compile(r"^as_model\.model\.atst\.blocks\.(\d+)\."),
-    "fpasst": re.compile(r"^as_model\.model\.blocks\.(\d+)\."),
-    "beats": re.compile(r"^as_model\.model\.encoder\.layers\.(\d+)\."),
-}
-EMBED_DIM_KEYS = {  # arch -> key whose last dimension is the embedding width
-    "atst_frame": "as_model.model.atst.pos_embed",
-    "fpasst": "as_model.model.cls_token",
-    "beats": "as_model.model.encoder.layer_norm.weight",
-}
-FC1_KEYS = {  # arch -> first block's MLP input layer (rows = MLP width)
-    "atst_frame": "as_model.model.atst.blocks.0.mlp.fc1.weight",
-    "fpasst": "as_model.model.blocks.0.mlp.fc1.weight",
-    "beats": "as_model.model.encoder.layers.0.fc1.weight",
-}
-BEATS_HEADS_KEY = "as_model.model.encoder.layers.0.self_attn.grep_a"  # (1, heads, 1, 1)
-# Name fragments of the released checkpoints -> arch (only used to cross-check what the keys say).
-NAME_HINTS = (("atst", "atst_frame"), ("passt", "fpasst"), ("beats", "beats"))
 
 # Plot layout.
 PLOT_MAX_CLASSES = 10
@@ -108,175 +87,8 @@ class InferenceError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Models: name -> file -> architecture -> loaded module
+# Models: loaded by models.loading (name -> file -> architecture and sizes -> model)
 # ---------------------------------------------------------------------------------------------------------
-def available_models(models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> list[str]:
-    """Names of the checkpoint files in ``models_dir`` (without suffix), sorted."""
-    if not models_dir.is_dir():
-        return []
-    return sorted(p.stem for p in models_dir.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-
-
-def resolve_model_file(name_or_path: str | os.PathLike, models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> Path:
-    """A checkpoint path, or a name in ``models_dir`` (``.ckpt`` / ``.pt`` tried); clear error otherwise."""
-    try:
-        return configs.resolve_resource(name_or_path, models_dir, suffixes=CHECKPOINT_SUFFIXES)
-    except FileNotFoundError:
-        names = available_models(models_dir)
-        present = ", ".join(names) if names else "none"
-        raise InferenceError(
-            f"unknown model {str(name_or_path)!r}: it is neither a checkpoint file nor a name in {models_dir} "
-            f"(available there: {present}). Download the released checkpoints with `python download_resources.py` "
-            "(e.g. `python download_resources.py stage2`), or pass the path of a .ckpt file."
-        ) from None
-
-
-def stored_config(checkpoint: Mapping[str, Any]) -> dict:
-    """The training config saved in a checkpoint (Lightning ``hyper_parameters['config']``, or
-    ``hyper_parameters`` / ``config`` holding an ``arch`` key); ``{}`` for the released files, which have none."""
-    hyper = checkpoint.get("hyper_parameters")
-    candidates = []
-    if isinstance(hyper, Mapping):
-        candidates += [hyper.get("config"), hyper]
-    candidates.append(checkpoint.get("config"))
-    for candidate in candidates:
-        if isinstance(candidate, Mapping) and "arch" in candidate:
-            return dict(candidate)
-    return {}
-
-
-@dataclasses.dataclass
-class ModelSpec:
-    """Everything needed to build a model that fits a checkpoint."""
-
-    arch: str
-    backbone_kwargs: dict
-    wrapper_kwargs: dict
-    transformer_frontend: dict  # keywords of the arch's ``build_frontend``
-    mel: dict  # CNN-branch mel config block
-    scaler: dict
-
-
-def _block_count(state_dict: Mapping[str, Any], arch: str) -> int:
-    indices = {int(m.group(1)) for key in state_dict if (m := BLOCK_PATTERNS[arch].match(key))}
-    return max(indices) + 1 if indices else 0
-
-
-def detect_arch(state_dict: Mapping[str, Any], source: str) -> str:
-    """The backbone of a SED state dict, from its transformer-block keys."""
-    found = [arch for arch in BLOCK_PATTERNS if _block_count(state_dict, arch) > 0]
-    if len(found) != 1:
-        raise CheckpointError(
-            f"{source}: cannot tell the backbone from the keys (found blocks of {found or 'no known backbone'}); "
-            f"expected keys like 'as_model.model.atst.blocks.0.*' (atst_frame), 'as_model.model.blocks.0.*' "
-            f"(fpasst) or 'as_model.model.encoder.layers.0.*' (beats); first keys: {list(state_dict)[:5]}"
-        )
-    return found[0]
-
-
-def _count_indexed(state_dict: Mapping[str, Any], pattern: str) -> int:
-    regex = re.compile(pattern)
-    indices = {int(m.group(1)) for key in state_dict if (m := regex.match(key))}
-    return max(indices) + 1 if indices else 0
-
-
-def infer_model_spec(
-    state_dict: Mapping[str, Any],
-    *,
-    config: Mapping[str, Any] | None = None,
-    arch: str | None = None,
-    num_heads: int | None = None,
-    embed_pool: str | None = None,
-    interpolation_mode: str | None = None,
-    source: str = "checkpoint",
-) -> ModelSpec:
-    """The model a SED state dict was saved from.
-
-    Shapes decide what they can (arch, depth, embedding and MLP width, BEATs heads, CRNN filters, GRU width
-    and layers, AudioSet head, activation); ``config`` (the stored training config) and the keyword
-    overrides decide the rest; missing both, the released models' settings apply.
-    """
-    config = dict(config or {})
-    detected = detect_arch(state_dict, source)
-    if arch is not None and arch != detected:
-        raise InferenceError(f"{source}: --arch {arch} was given, but the checkpoint holds a {detected} model")
-    arch = detected
-    arch_config = dict(config.get(arch) or {})
-    wrapper_config = dict(config.get("t4_wrapper") or {})
-
-    embed_dim = int(state_dict[EMBED_DIM_KEYS[arch]].shape[-1])
-    mlp_ratio = state_dict[FC1_KEYS[arch]].shape[0] / embed_dim
-    if arch == "beats":
-        heads = int(state_dict[BEATS_HEADS_KEY].shape[1])
-        if num_heads is not None and num_heads != heads:
-            raise InferenceError(f"{source}: --num_heads {num_heads}, but the BEATs checkpoint has {heads} heads")
-    else:
-        heads = num_heads or arch_config.get("num_heads") or max(1, embed_dim // HEAD_DIM)
-    if embed_dim % heads:
-        raise InferenceError(f"{source}: embedding width {embed_dim} is not divisible by {heads} attention heads")
-    backbone_kwargs = dict(embed_dim=embed_dim, depth=_block_count(state_dict, arch), num_heads=int(heads),
-                           mlp_ratio=float(mlp_ratio))
-
-    nclass = int(state_dict["dense.weight"].shape[0])
-    if nclass != len(CLASSES):
-        raise InferenceError(f"{source}: the model predicts {nclass} classes; this tool knows the {len(CLASSES)} "
-                             "classes of data_util.classes.CLASSES")
-    nb_filters = [int(state_dict[f"cnn.cnn.conv{i}.weight"].shape[0])
-                  for i in range(_count_indexed(state_dict, r"^cnn\.cnn\.conv(\d+)\.weight$"))]
-    if any(k.startswith("cnn.cnn.cg0.") for k in state_dict):
-        activation = "cg"
-    elif any(k.startswith("cnn.cnn.glu0.") for k in state_dict):
-        activation = "glu"
-    else:
-        activation = wrapper_config.get("activation", "relu")
-    wrapper = dict(PRETRAINED[arch].wrapper_defaults)
-    wrapper.update({k: wrapper_config[k] for k in ("embed_pool", "interpolation_mode", "pooling", "kernel_size",
-                                                   "padding", "stride") if k in wrapper_config})
-    wrapper.update(
-        nclass=nclass,
-        n_in_channel=int(state_dict["cnn.cnn.conv0.weight"].shape[1]),
-        nb_filters=nb_filters,
-        activation=activation,
-        n_RNN_cell=int(state_dict["cat_tf.weight"].shape[0]),
-        n_layers_RNN=_count_indexed(state_dict, r"^rnn\.rnn\.weight_ih_l(\d+)$"),
-        embedding_size=embed_dim,
-        no_wrapper=HEAD_WEIGHT not in state_dict,
-    )
-    if HEAD_WEIGHT in state_dict:
-        wrapper["audioset_classes"] = int(state_dict[HEAD_WEIGHT].shape[0])
-    if any(k.startswith("pool_conv.") for k in state_dict):
-        wrapper["embed_pool"] = "conv"
-    if embed_pool is not None:
-        wrapper["embed_pool"] = embed_pool
-    if interpolation_mode is not None:
-        wrapper["interpolation_mode"] = interpolation_mode
-
-    defaults = configs.default_config(stage=2)  # the config the reference's store_predictions runs with
-    if arch == "fpasst":
-        frontend = dict(config.get("passt_mel") or defaults["passt_mel"])
-    elif arch == "atst_frame":
-        frontend = {"per_sample_top_db": bool(arch_config.get("per_sample_top_db", False))}
-    else:
-        frontend = {}
-    return ModelSpec(arch=arch, backbone_kwargs=backbone_kwargs, wrapper_kwargs=wrapper,
-                     transformer_frontend=frontend, mel=dict(config.get("mel") or defaults["mel"]),
-                     scaler=dict(config.get("scaler") or defaults["scaler"]))
-
-
-class WaveformSED(nn.Module):
-    """A SED model with its two front-ends: waveform [B, N] at 16 kHz -> strong logits [B, frames, 27]."""
-
-    def __init__(self, model: nn.Module, cnn_frontend: nn.Module, transformer_frontend: nn.Module, name: str):
-        super().__init__()
-        self.model = model
-        self.cnn_frontend = cnn_frontend
-        self.transformer_frontend = transformer_frontend
-        self.name = name
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model(self.cnn_frontend(wav), self.transformer_frontend(wav), return_strong_logits=True)
-
-
 class SEDEnsemble(nn.Module):
     """Mean of the members' strong logits (each member computes its own front-ends)."""
 
@@ -304,23 +116,17 @@ def load_model(
     interpolation_mode: str | None = None,
     models_dir: Path = configs.PRETRAINED_MODELS_DIR,
 ) -> WaveformSED:
-    """Build the model a checkpoint holds and load its ``mode`` weights strictly (one read of the file)."""
-    path = resolve_model_file(name_or_path, models_dir)
-    checkpoint = safe_load(path)
-    state_dict = sed_state_dict(checkpoint, mode, source=str(path))
-    spec = infer_model_spec(state_dict, config=stored_config(checkpoint), arch=arch, num_heads=num_heads,
-                            embed_pool=embed_pool, interpolation_mode=interpolation_mode, source=str(path))
-    hint = next((a for fragment, a in NAME_HINTS if fragment in path.stem.lower()), None)
-    if hint is not None and hint != spec.arch:
-        log.warning("%s: the name suggests %s, but the checkpoint holds a %s model; using %s",
-                    path, hint, spec.arch, spec.arch)
-    model = create_model(spec.arch, backbone_kwargs=spec.backbone_kwargs, **spec.wrapper_kwargs)
-    load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
-    cnn_frontend, transformer_frontend = create_frontends(spec.arch, mel=spec.mel, scaler=spec.scaler,
-                                                          **spec.transformer_frontend)
-    log.info("loaded %s (%s, %s, depth %d, width %d)", path, spec.arch, mode, spec.backbone_kwargs["depth"],
-             spec.backbone_kwargs["embed_dim"])
-    return WaveformSED(model, cnn_frontend, transformer_frontend, name=path.stem).eval()
+    """The model a checkpoint holds (``models.loading.load_sed_model``); the options are the CLI's overrides of
+    what the shapes cannot show, cross-checked against the file (``--arch`` names the expected architecture)."""
+    overrides: dict[str, Any] = {}
+    if arch is not None:
+        overrides["arch"] = arch
+    wrapper = {k: v for k, v in (("embed_pool", embed_pool), ("interpolation_mode", interpolation_mode)) if v}
+    if wrapper:
+        overrides["t4_wrapper"] = wrapper
+    if num_heads is not None:
+        overrides["backbone"] = {"num_heads": num_heads}
+    return load_sed_model(name_or_path, mode=mode, overrides=overrides, model_dir=models_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -460,8 +266,6 @@ def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarr
 
 
 def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
-    from data_util.prediction_files import write_predictions  # atomic itself
-
     write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
                       extra_attrs={"duration": prediction.duration,
                                    "window_hop": float(np.diff(prediction.window_starts).min() / SAMPLE_RATE)
@@ -481,8 +285,6 @@ def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event])
 
 def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
     """(dB log-mel [mels, frames], hop seconds) with a hop chosen so at most PLOT_MAX_SPEC_FRAMES frames."""
-    import torchaudio
-
     hop = max(PLOT_SPEC_MIN_HOP, math.ceil(len(wav) / PLOT_MAX_SPEC_FRAMES))
     mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=PLOT_SPEC_N_FFT, hop_length=hop,
                                                n_mels=PLOT_SPEC_MELS)(torch.from_numpy(wav))
@@ -493,8 +295,8 @@ def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
 def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamps: np.ndarray,
                events: Sequence[postprocess.Event], *, threshold: float, title: str) -> None:
     """Spectrogram (top), probability curves of the active classes (middle), detected events (bottom)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib only for --plot
+    from matplotlib.figure import Figure  # lazy: matplotlib only for --plot
 
     duration = len(wav) / SAMPLE_RATE
     classes = plot_classes(probabilities, events)
@@ -574,8 +376,6 @@ def process_file(
     plot: bool = True,
 ) -> FileResult:
     """Run ``model`` on one audio file and write its four outputs into ``out_dir``."""
-    from tqdm import tqdm
-
     wav = read_audio(audio_file)
     stem = audio_file.stem
     with tqdm(total=num_windows(len(wav), hop_seconds), desc=audio_file.name, unit="window",
@@ -632,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--audio_file", required=True, type=Path, help="an audio file or a folder of them")
     parser.add_argument("--model_name", default=None,
-                        help=f"checkpoint name in resources/pretrained_models or a path (default: {DEFAULT_MODEL})")
+                        help="checkpoint name in resources/pretrained_models or a path "
+                             f"(default: {configs.DEFAULT_MODEL})")
     parser.add_argument("--ensemble", default=None, help="comma-separated model names/paths: mean of their logits")
     parser.add_argument("--mode", choices=("student", "teacher"), default="student",
                         help="which weights of the checkpoint (default: %(default)s)")
@@ -651,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="10 s windows per forward pass (default: %(default)s)")
     parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
                         help="hop between 10 s windows; overlapping windows are averaged (default: %(default)s)")
-    parser.add_argument("--arch", choices=tuple(PRETRAINED), default=None,
+    parser.add_argument("--arch", choices=arch_names(), default=None,
                         help="expected architecture (read from the checkpoint; a mismatch is an error)")
     parser.add_argument("--num_heads", type=int, default=None,
                         help="attention heads of ATST/fPaSST checkpoints without a stored config "
@@ -670,7 +471,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
     if args.model_name and args.ensemble:
         raise InferenceError("give either --model_name or --ensemble, not both")
     names = [n.strip() for n in args.ensemble.split(",") if n.strip()] if args.ensemble else [
-        args.model_name or DEFAULT_MODEL]
+        args.model_name or configs.DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
     if not 0.0 <= args.threshold <= 1.0:

@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:  # allow `python bench/models.py` from anywhe
 
 import torch  # noqa: E402
 
-from models import registry  # noqa: E402
+from models import factory, registry  # noqa: E402
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 10
@@ -83,9 +83,9 @@ def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[list[fl
 
 def bench_arch(arch: str, device: torch.device, precision: str, batch_size: int, warmup: int, iters: int) -> dict:
     """Time and memory of one arch; returns one result row."""
-    wrapper = dict(registry.PRETRAINED[arch].wrapper_defaults)  # the released models' t4_wrapper settings
-    model = registry.create_model(arch, **wrapper).to(device)
-    cnn_mel, transformer_frontend = registry.create_frontends(arch)
+    wrapper = dict(registry.ARCH_SPECS[arch].wrapper_defaults)  # the released models' t4_wrapper settings
+    model = factory.create_model(arch, **wrapper).to(device)
+    cnn_mel, transformer_frontend = factory.create_frontends(arch)
     cnn_mel, transformer_frontend = cnn_mel.to(device).eval(), transformer_frontend.to(device).eval()
     n_params = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(0)

@@ -36,9 +36,14 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import configs  # noqa: E402
+from helpers.training.ema import ema_update
+from helpers.training.stages import strategy_for
+from helpers.training.system import SEDSystem
+from helpers.training.train import T4DataModule
+from models.factory import build_model
+from models.registry import ARCH_SPECS, ARCHS
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-ARCHS = ("atst_frame", "fpasst", "beats")
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 160_000
 LABEL_FRAMES = 156
@@ -55,8 +60,7 @@ def bench_config(arch: str, stage: int, size: str) -> dict:
     for name in ARCHS:
         config[name]["pretrained_name"] = None
     config["arch"] = arch
-    if arch == "beats":
-        config["t4_wrapper"].update(no_wrapper=True, embed_pool="int", interpolation_mode="nearest-exact")
+    config["t4_wrapper"].update(ARCH_SPECS[arch].wrapper_defaults)  # the released stage checkpoints' settings
     config["mix_augment"]["mixup_p"] = 1.0  # every step mixes (and stage 2 then uses ICT): the costlier path
     return config
 
@@ -78,17 +82,12 @@ def synthetic_batch(batch_sizes, device) -> dict:
 
 def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, iters: int,
             batch_sizes: tuple[int, ...] | None = None) -> dict:
-    from helpers.training.ema import ema_update
-    from helpers.training.stages import strategy_for
-    from helpers.training.system import SEDSystem, build_sed_model
-    from helpers.training.train import T4DataModule
-
     warnings.filterwarnings("ignore")
     device = torch.device(device_name)
     config = bench_config(arch, stage, size)
     if batch_sizes:
         config["training"]["batch_sizes"] = tuple(batch_sizes)
-    student = build_sed_model(config)
+    student = build_model(config)
     system = SEDSystem(config, stage, student,
                        sub_batch_slices=T4DataModule(config, stage).sub_batch_slices()).to(device)
     system.train()

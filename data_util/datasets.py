@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -30,6 +30,7 @@ import scipy.signal
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+import configs
 from data_util import layout
 from data_util.audio import (
     AUDIO_EXTENSIONS, CLIP_SAMPLES, SAMPLE_RATE, AudioReadError, pad_or_crop, read_audio,
@@ -60,7 +61,6 @@ EVAL_SET_NAMES: tuple[str, ...] = (
     "synth_val", WEAK_VAL, "external_strong_val", "devtest", MAESTRO_REAL_VAL, "maestro_real_dev",
     "eval_public", "eval_private",
 )
-WAVMIX_TARGETS = ("strong", "labeled", "all")
 MIXUP_BETA_ALPHA = 0.2
 MAX_REPLACEMENT_TRIES = 10  # skip_unreadable: consecutive unreadable files before giving up
 MAX_LISTED_FILES = 10
@@ -351,40 +351,21 @@ def convolve_centered(audio: torch.Tensor, response: torch.Tensor) -> torch.Tens
 # --------------------------------------------------------------------------------------------------
 # Factories
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingDataConfig:
-    """The data keys of the experiments' ``training`` config block (reference defaults)."""
-
-    include_external_strong: bool = True
-    exclude_overlapping: bool = True
-    dir_p: float = 0.0
-    dir_desed_strong: bool = True
-    dir_weak: bool = True
-    dir_unlabeled: bool = True
-    dir_maestro: bool = True
-    wavmix_p: float = 0.5
-    wavmix_target: str = "strong"
-    use_desed_maestro_alias: bool = True
-    use_pseudo_labels: bool = True
-    weak_split: float = 0.9
-    maestro_split: float = 0.9
-    seed: int = 42
-    skip_unreadable: bool = False  # not a reference key: replace unreadable clips instead of crashing
-
-    # keys of the ``training`` block that are not about the data sets
-    NON_DATA_KEYS = ("batch_sizes", "num_workers", "checkpoint_every_n_steps")
+class TrainingDataConfig(configs.t4.Training):
+    """The experiments' ``training`` block (keys, types and defaults: ``configs.t4.Training``), checked."""
 
     @classmethod
     def from_mapping(cls, config: Mapping | None) -> "TrainingDataConfig":
+        """The block of ``config`` (missing keys take the schema's defaults); unknown keys raise ``KeyError``,
+        wrong values ``ValueError``, each naming the key."""
         config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known - set(cls.NON_DATA_KEYS))
+        found = configs.schema.problems(config, cls, prefix="training.")
+        unknown = [p for p in found if p.startswith("unknown config key")]
         if unknown:
-            raise KeyError(f"unknown training data key(s) {unknown}; known keys: {sorted(known)}")
-        settings = cls(**{k: v for k, v in config.items() if k in known})
-        if settings.wavmix_target not in WAVMIX_TARGETS:
-            raise ValueError(f"training.wavmix_target={settings.wavmix_target!r}; expected one of {WAVMIX_TARGETS}")
-        return settings
+            raise KeyError("; ".join(unknown))
+        if found:
+            raise ValueError("; ".join(found))
+        return cls(**config)
 
 
 def build_train_sets(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import configs
 from data_util.layout import EXCLUDE_LISTS, SETS, SetSpec, resolve
 
 OK = "OK"
@@ -215,7 +216,7 @@ def _resolve_expected(dataset_root: Path, expected, exact_counts: bool | None):
         counts = {name: spec.expected_files for name, spec in SETS.items()}
         exact, source = False, "real DCASE 2024 Task 4 data (before excluding)"
     elif isinstance(expected, str):
-        from data_util.demo import EXPECTED_COUNTS  # numpy only when a preset is named
+        from data_util.demo import EXPECTED_COUNTS  # lazy: numpy only when a preset is named
 
         if expected not in EXPECTED_COUNTS:
             raise ValueError(f"unknown demo preset {expected!r}; expected one of {sorted(EXPECTED_COUNTS)}")
@@ -424,7 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", help="compare with the exact counts of this demo preset")
     args = parser.parse_args(argv)
 
-    import configs  # the CLI resolves defaults like the experiments do; library code takes explicit paths
 
     root = configs.resolve_dataset_path(args.root)
     if args.resources:

@@ -42,33 +42,25 @@ import logging
 import os
 import pathlib
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from data_util.atomic import atomic_path
+from models.registry import ARCH_SPECS, arch_spec
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("atst_frame", "fpasst", "beats")
 SED_MODES = ("student", "teacher")
 
 # Names inside the SED model (fixed by the released checkpoints, see tests/fixtures/reference_t4).
 AS_MODEL_PREFIX = "as_model."
 BACKBONE_PREFIX = "model."  # inside as_model: the transformer
 HEAD_PREFIX = "head_linear_layer."  # inside as_model: the 768 -> 527 AudioSet frame head (ATST, fPaSST)
-# Telltale key prefix of each backbone, relative to as_model (used to name the arch a file holds).
-_ARCH_TELLTALES = {
-    "atst_frame": "model.atst.",
-    "fpasst": "model.cls_token",
-    "beats": "model.encoder.layers.",
-}
-# Backbone keys that may be absent from a foreign file: the BEATs AudioSet predictor exists only in
-# fine-tuned BEATs files, is never used by the SED model, and stays at its initial value.
-_OPTIONAL_BACKBONE_PREFIXES = {"beats": ("predictor.",)}
-
 # Wrapper prefixes added by DDP (leading "module.") and torch.compile (an "_orig_mod" key component):
 # stripped from every key before anything else.
 _DDP_PREFIX = "module."
@@ -97,8 +89,6 @@ def safe_globals() -> list:
     ``ReadOnlyList``; paths and numpy values in hyper-parameters bring ``pathlib`` and numpy scalar,
     dtype and array reconstruction. All of these only rebuild data; none runs user code.
     """
-    import numpy as np
-
     allowed: list = [
         pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath,
         np.dtype, np.ndarray,
@@ -108,7 +98,11 @@ def safe_globals() -> list:
     allowed += [multiarray.scalar, multiarray._reconstruct]
     allowed += sorted({type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGUSM"}, key=str)
     try:  # Sacred's read-only containers (a config passed to save_hyperparameters as is)
-        from sacred.config.custom_containers import ReadOnlyDict, ReadOnlyList
+        # lazy: models do not depend on Sacred; only old checkpoints hold its containers
+        from sacred.config.custom_containers import (
+            ReadOnlyDict,
+            ReadOnlyList,
+        )
 
         allowed += [ReadOnlyDict, ReadOnlyList]
     except ImportError:  # pragma: no cover - sacred is a project requirement
@@ -368,8 +362,7 @@ def convert_backbone_checkpoint(checkpoint: Mapping[str, Any], arch: str) -> tup
     Output keys are relative to the SED model's ``as_model``: ``model.<backbone key>`` and possibly
     ``head_linear_layer.*``. Raises :class:`CheckpointError` if the file holds another arch's backbone.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    arch_spec(arch)  # a clear error for an unknown arch
     source_format = detect_format(checkpoint)
     if source_format == "beats_official":
         converted = _convert_beats_official(checkpoint)
@@ -385,7 +378,8 @@ def convert_backbone_checkpoint(checkpoint: Mapping[str, Any], arch: str) -> tup
             converted = _convert_cpjku_as_strong(state_dict)
         else:
             converted = _convert_pretrainedsed(state_dict, arch)
-    found = [name for name, telltale in _ARCH_TELLTALES.items() if any(k.startswith(telltale) for k in converted)]
+    found = [name for name, spec in ARCH_SPECS.items()
+             if any(re.match(re.escape(BACKBONE_PREFIX) + spec.block_pattern, k) for k in converted)]
     if found and arch not in found:
         raise CheckpointError(f"the file holds a {'/'.join(found)} backbone ({source_format} format), but arch={arch!r}")
     return source_format, converted
@@ -454,7 +448,7 @@ def removed_block_prefixes(module: nn.Module, prefix: str = "") -> list[str]:
     return sorted(set(prefixes))
 
 
-def _drop_keys(state_dict: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
+def drop_keys_under(state_dict: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
     if not prefixes:
         return dict(state_dict)
     kept = {k: v for k, v in state_dict.items() if not k.startswith(tuple(prefixes))}
@@ -489,19 +483,6 @@ def sed_state_dict(checkpoint: Mapping[str, Any], mode: str = "student", source:
         f"with '{mode}.'; top-level entries: {list(checkpoint)[:10]}. Is it a backbone file? Then use "
         "<arch>.pretrained_name instead of t4_wrapper.model_init_id / pretrained_name."
     )
-
-
-def load_sed_checkpoint(model: nn.Module, path: str | os.PathLike, mode: str = "student") -> None:
-    """Load the ``mode`` ("student"/"teacher", config ``t4_wrapper.model_init_mode``) SED weights of a
-    stage checkpoint into ``model``, strictly (names and shapes).
-
-    Keys of transformer blocks removed by the backbone's ``drop_top_layers`` are ignored.
-    """
-    checkpoint = safe_load(path)
-    state_dict = sed_state_dict(checkpoint, mode, source=str(path))
-    state_dict = _drop_keys(state_dict, removed_block_prefixes(model))
-    load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
-    log.info("loaded %s weights from %s", mode, path)
 
 
 def save_sed_checkpoint(
@@ -547,10 +528,10 @@ def load_backbone(
     head_sd = {k[len(HEAD_PREFIX):]: v for k, v in converted.items() if k.startswith(HEAD_PREFIX)}
     removed = removed_block_prefixes(backbone)
     ignored = sorted(k for k in backbone_sd if k.startswith(tuple(removed))) if removed else []
-    backbone_sd = _drop_keys(backbone_sd, removed)
+    backbone_sd = drop_keys_under(backbone_sd, removed)
     load_state_dict_strict(
         backbone, backbone_sd, f"{path} [{source_format} -> {arch} backbone]",
-        optional_prefixes=_OPTIONAL_BACKBONE_PREFIXES.get(arch, ()),
+        optional_prefixes=arch_spec(arch).optional_backbone_prefixes,
     )
     head_loaded = False
     if head is not None and head_sd:
@@ -571,13 +552,3 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike, arch: st
     as_model = model.get_submodule(AS_MODEL_PREFIX.rstrip("."))
     head = getattr(as_model, HEAD_PREFIX.rstrip("."), None)
     return load_backbone(as_model.get_submodule(BACKBONE_PREFIX.rstrip(".")), path, arch, head=head)
-
-
-def resolve_checkpoint(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> pathlib.Path:
-    """A checkpoint given by path, or by name in ``folder`` (default ``resources/pretrained_models``; ``.ckpt`` /
-    ``.pt`` tried), as the config keys ``t4_wrapper.model_init_id``, ``pretrained_name`` and
-    ``<arch>.pretrained_name`` name it (``model_path`` sets the folder)."""
-    import configs
-
-    folder = pathlib.Path(folder) if folder else configs.PRETRAINED_MODELS_DIR
-    return configs.resolve_resource(name_or_path, folder, suffixes=(".ckpt", ".pt"))

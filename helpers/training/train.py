@@ -27,21 +27,28 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import ConcatDataset, DataLoader
 
 import configs
-from data_util import layout
+from data_util.atomic import atomic_write_text
 from data_util.datasets import (
-    MAESTRO_REAL_VAL, TRAIN_SET_NAMES, WEAK_VAL, build_eval_set, build_train_sets,
+    TRAIN_SET_NAMES,
+    build_eval_set,
+    build_train_sets,
 )
 from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
-from helpers.evaluation.maestro import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_name, recording_ground_truth
-from helpers.training.run_logging import (
-    ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
-)
-from data_util.atomic import atomic_write_text
 from helpers.training.resume_points import ResumePoints
-from helpers.evaluation.scores import read_durations, read_ground_truth
-from helpers.training.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
-from models.checkpoints import load_pretrained_backbone, load_sed_checkpoint, resolve_checkpoint, safe_load
+from helpers.training.run_logging import (
+    ComplexityCallback,
+    EnergyCallback,
+    finish_loggers,
+    make_loggers,
+    run_metadata,
+)
+from helpers.training.system import SEDSystem
+from helpers.training.validation import TEST_SETS, VAL_SETS, load_eval_sets
+from models.checkpoints import load_pretrained_backbone, safe_load
+from models.factory import build_model
+from models.loading import load_sed_checkpoint, resolve_checkpoint
+from models.registry import arch_names, arch_spec, extra_arch_blocks
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +56,21 @@ MONITOR = "val/obj_metric"
 LAST_CHECKPOINT = "last"
 RESULTS_FILE = "results.json"  # the test metrics and best checkpoint of a run, next to checkpoints/
 RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
-MIN_SOFT_LABEL_CONFIDENCE = 0.5
 CPU_PRECISION = "32"
 # Backbone-only checkpoints (config key) used when <arch>.pretrained_name is None.
-SSL_CHECKPOINT_KEYS = {"atst_frame": "atst_checkpoint", "beats": "beats_checkpoint"}
+
+
+def check_config(config: Mapping, stage: int) -> None:
+    """Every key and value (``configs.validate_config``, registered architectures included) and a known ``arch``,
+    before anything is created: the same check Sacred's config hook runs, for callers outside Sacred."""
+    configs.validate_config(dict(config), stage, extra_arch_blocks())
+    configs.require_arch(config["arch"], arch_names())
 
 
 # ------------------------------------------------------------------------------------------------ paths
 def pseudo_label_dir(config: Mapping) -> Path | None:
     """Folder of the pseudo-label files, or None when the pseudo-label loss is off (weight 0) or disabled."""
-    if float(config["loss_weights"][5]) <= 0 or not config.get("training", {}).get("use_pseudo_labels", True):
+    if float(config["loss_weights"][5]) <= 0 or not config["training"]["use_pseudo_labels"]:
         return None
     return resolve_pseudo_label_dir(config)
 
@@ -74,22 +86,23 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     (``atst_checkpoint`` / ``beats_checkpoint``) if one is set; both None = random init (demo, tests).
     """
     arch = config["arch"]
-    student = build_sed_model(config)
-    wrapper = config.get("t4_wrapper", {})
-    init_id = wrapper.get("model_init_id")
+    student = build_model(config)
+    wrapper = config["t4_wrapper"]
+    init_id = wrapper["model_init_id"]
     if init_id:
-        path = resolve_checkpoint(init_id, config.get("model_path"))
-        load_sed_checkpoint(student, path, mode="student")
-        teacher = build_sed_model(config)
-        load_sed_checkpoint(teacher, path, mode=wrapper.get("model_init_mode", "student"))
+        path = resolve_checkpoint(init_id, config["model_path"])
+        load_sed_checkpoint(student, path, mode="student", config=config)
+        teacher = build_model(config)
+        load_sed_checkpoint(teacher, path, mode=wrapper["model_init_mode"])
         return student, teacher
     if stage == 2:
         log.warning("stage 2 without t4_wrapper.model_init_id: starting from the backbone weights, not from stage 1")
-    name = config.get(arch, {}).get("pretrained_name")
-    if name is None and arch in SSL_CHECKPOINT_KEYS:
-        name = config.get(SSL_CHECKPOINT_KEYS[arch])
+    name = config[arch]["pretrained_name"]
+    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
+    if name is None and ssl_key is not None:
+        name = config[ssl_key]
     if name:
-        info = load_pretrained_backbone(student, resolve_checkpoint(name, config.get("model_path")), arch)
+        info = load_pretrained_backbone(student, resolve_checkpoint(name, config["model_path"]), arch)
         log.info("backbone initialised from %s (%s)", name, info.source_format)
     else:
         log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
@@ -129,31 +142,31 @@ class T4DataModule(pl.LightningDataModule):
         return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
 
     def _eval_set(self, name: str):
-        v = self.config.get("validation", {})
-        return build_eval_set(name, self.root, self.resources, weak_split=v.get("weak_split", 0.9),
-                              maestro_split=v.get("maestro_split", 0.9), seed=v.get("seed", 42),
-                              skip_unreadable=bool(self.config["training"].get("skip_unreadable", False)))
+        v = self.config["validation"]
+        return build_eval_set(name, self.root, self.resources, weak_split=v["weak_split"],
+                              maestro_split=v["maestro_split"], seed=v["seed"],
+                              skip_unreadable=bool(self.config["training"]["skip_unreadable"]))
 
     def train_dataloader(self) -> DataLoader:
         if self._train_set is None:
             training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
             sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
             self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
-                sets, self.batch_sizes, seed=int(self.config["training"].get("seed", 42)),
+                sets, self.batch_sizes, seed=int(self.config["training"]["seed"]),
                 rank=self.trainer.global_rank if self.trainer else 0,
                 world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
             if self._pending_sampler_state is not None:
                 self.sampler.load_state_dict(self._pending_sampler_state)
                 self._pending_sampler_state = None
-        workers = int(self.config["training"].get("num_workers", 0))
+        workers = int(self.config["training"]["num_workers"])
         return DataLoader(self._train_set, batch_sampler=self.sampler,
-                          **_loader_kwargs(workers, int(self.config["training"].get("seed", 42))))
+                          **_loader_kwargs(workers, int(self.config["training"]["seed"])))
 
     def _concat_loader(self, names, block: str) -> DataLoader:
-        cfg = self.config.get(block, {})
+        cfg = self.config[block]
         dataset = ConcatDataset([self._eval_set(n) for n in names])
-        return DataLoader(dataset, batch_size=int(cfg.get("batch_size", 20)), shuffle=False,
-                          **_loader_kwargs(int(cfg.get("num_workers", 0))))
+        return DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
+                          **_loader_kwargs(int(cfg["num_workers"])))
 
     def val_dataloader(self) -> DataLoader:
         return self._concat_loader(VAL_SETS, "validation")
@@ -201,46 +214,13 @@ class SamplerEpoch(pl.Callback):
             sampler.set_epoch(trainer.current_epoch)
 
 
-def load_eval_sets(config: Mapping, names) -> dict[str, EvalSet]:
-    """Ground truth and durations of the validation / test sets ``names`` (tsvs of the dataset layout)."""
-    root, resources = configs.dataset_root(config), configs.resources_dir(config)
-
-    def path(spec_path: str, spec) -> Path:
-        return layout.resolve(spec_path, root, resources, spec.labels_in_resources)
-
-    result: dict[str, EvalSet] = {}
-    for name in names:
-        if name == WEAK_VAL:
-            result[name] = EvalSet(kind="weak")
-        elif name == MAESTRO_REAL_VAL:
-            # chunks of the held-out MAESTRO train recordings, scored directly (as the reference's validation)
-            spec = layout.SETS["maestro_real_train"]
-            gt = read_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED,
-                                   min_confidence=MIN_SOFT_LABEL_CONFIDENCE, keep_empty=True)
-            durations = {}
-            for chunk in gt:
-                _, onset, offset = parse_chunk_name(chunk)
-                durations[chunk] = offset - onset
-            result[name] = EvalSet(kind="maestro_chunks", ground_truth=gt, durations=durations)
-        elif name == "maestro_real_dev":
-            spec = layout.SETS[name]
-            gt = recording_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED)
-            result[name] = EvalSet(kind="maestro_recordings", ground_truth=gt,
-                                   durations=read_durations(path(spec.durations, spec)))
-        else:
-            spec = layout.SETS[name]
-            result[name] = EvalSet(kind="desed", ground_truth=read_ground_truth(path(spec.labels, spec)),
-                                   durations=read_durations(path(spec.durations, spec)))
-    return result
-
-
 # ------------------------------------------------------------------------------------------------ trainer
 def trainer_kwargs(config: Mapping) -> dict:
     """``trainer.*`` config keys for ``pl.Trainer``; mixed precision falls back to float32 without CUDA."""
-    kwargs = dict(config.get("trainer", {}))
-    accelerator = kwargs.get("accelerator", "auto")
+    kwargs = dict(config["trainer"])
+    accelerator = kwargs.get("accelerator", "auto")  # an open trainer key: absent means Lightning's own default
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
-    if on_cpu and str(kwargs.get("precision", CPU_PRECISION)) in ("16-mixed", "16", "16-true", "bf16-true"):
+    if on_cpu and str(kwargs["precision"]) in ("16-mixed", "16", "16-true", "bf16-true"):
         log.warning("trainer.precision=%s needs a GPU; using %s on the CPU", kwargs["precision"], CPU_PRECISION)
         kwargs["precision"] = CPU_PRECISION
     if on_cpu and kwargs.get("benchmark"):
@@ -256,9 +236,9 @@ def make_run_dir(config: Mapping, resume_from: str | None) -> Path:
             return checkpoint.parent.parent
     if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP child process
         return Path(os.environ[RUN_DIR_ENV])
-    root = Path(config.get("trainer", {}).get("default_root_dir", "./outputs"))
-    project = config.get("wandb", {}).get("project") or "dcase24_task4"
-    name = config.get("wandb", {}).get("name") or f"{config['arch']}_stage"
+    root = Path(config["trainer"]["default_root_dir"])
+    project = config["wandb"]["project"]
+    name = config["wandb"]["name"] or f"{config['arch']}_stage"
     run_dir = (root / project / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}").resolve()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
@@ -274,7 +254,7 @@ def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) ->
         ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
                         enable_version_counter=False),
         SamplerEpoch(),
-        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"].get("checkpoint_every_n_steps")),
+        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"]["checkpoint_every_n_steps"]),
         EnergyCallback(run_dir / "codecarbon", stage),
         ComplexityCallback(),
     ]
@@ -309,9 +289,9 @@ def train(config: dict, stage: int) -> dict:
     ``test/student/rank_score``) plus ``best_model_path`` and ``run_dir``.
     """
     config = plain_config(config)
-    configs.require_arch(config.get("arch"))
-    resume_from = config.get("ckpt_path")
-    pl.seed_everything(int(config.get("seed", config.get("training", {}).get("seed", 42))), workers=True)
+    check_config(config, stage)
+    resume_from = config["ckpt_path"]
+    pl.seed_everything(int(config.get("seed", config["training"]["seed"])), workers=True)  # Sacred adds "seed"
     run_dir = make_run_dir(config, resume_from)
     run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     data = T4DataModule(config, stage)
@@ -352,10 +332,10 @@ def _write_results(run_dir: Path, result: Mapping) -> None:
 def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
     config = plain_config(config)
-    configs.require_arch(config.get("arch"))
-    path = resolve_checkpoint(ckpt_path, config.get("model_path"))
-    student, teacher = build_sed_model(config), build_sed_model(config)
-    load_sed_checkpoint(student, path, mode="student")
+    check_config(config, stage)
+    path = resolve_checkpoint(ckpt_path, config["model_path"])
+    student, teacher = build_model(config), build_model(config)
+    load_sed_checkpoint(student, path, mode="student", config=config)
     load_sed_checkpoint(teacher, path, mode="teacher")
     run_dir = make_run_dir(config, None)
     run_info = {**run_metadata(stage), "run_dir": str(run_dir), "tested_checkpoint": str(path)}
