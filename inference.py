@@ -45,6 +45,7 @@ from torch import nn
 import configs
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
+from helpers.errors import DEBUG_ENV, debug_enabled, user_message
 from helpers.evaluation import postprocess
 from data_util.atomic import atomic_path
 from models import long_audio
@@ -83,6 +84,8 @@ FC1_KEYS = {  # arch -> first block's MLP input layer (rows = MLP width)
     "beats": "as_model.model.encoder.layers.0.fc1.weight",
 }
 BEATS_HEADS_KEY = "as_model.model.encoder.layers.0.self_attn.grep_a"  # (1, heads, 1, 1)
+# Keys whose shapes define the model (CRNN filters, GRU, classifier); a file without them is no complete SED model.
+SPEC_KEYS = ("cnn.cnn.conv0.weight", "rnn.rnn.weight_ih_l0", "cat_tf.weight", "dense.weight")
 # Name fragments of the released checkpoints -> arch (only used to cross-check what the keys say).
 NAME_HINTS = (("atst", "atst_frame"), ("passt", "fpasst"), ("beats", "beats"))
 
@@ -201,6 +204,11 @@ def infer_model_spec(
     if arch is not None and arch != detected:
         raise InferenceError(f"{source}: --arch {arch} was given, but the checkpoint holds a {detected} model")
     arch = detected
+    needed = [*SPEC_KEYS, EMBED_DIM_KEYS[arch], FC1_KEYS[arch], *([BEATS_HEADS_KEY] if arch == "beats" else [])]
+    missing = [key for key in needed if key not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a complete {arch} SED model: the state dict lacks {missing} "
+                              "(a backbone-only, truncated or foreign file?)")
     arch_config = dict(config.get(arch) or {})
     wrapper_config = dict(config.get("t4_wrapper") or {})
 
@@ -663,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where model names are looked up (default: %(default)s)")
     parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {DEBUG_ENV}=1)")
     return parser
 
 
@@ -673,6 +683,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         args.model_name or DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    for name in names:  # a checkpoint is a pickle: never downloaded here (configs.refuse_url says how instead)
+        configs.refuse_url(name, "--ensemble" if args.ensemble else "--model_name")
     if not 0.0 <= args.threshold <= 1.0:
         raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
     if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
@@ -729,7 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, failures = run(args)
     except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     for result in results:
         print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")

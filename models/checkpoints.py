@@ -42,12 +42,14 @@ import logging
 import os
 import pathlib
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+import configs
 from data_util.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -120,9 +122,14 @@ def safe_load(path: str | os.PathLike) -> dict:
     """Read a checkpoint file onto the CPU without executing pickled code.
 
     ``torch.load(weights_only=True)`` with the allow-list of :func:`safe_globals`. Raises
-    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a truncated or
-    non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
+    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a URL (never fetched), a truncated
+    or non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
     """
+    if configs.is_url(path):
+        raise CheckpointError(
+            f"{path}: is a URL; checkpoints are read from local files only (a downloaded pickle could run code). "
+            "Download it first (released files: `python download_resources.py`), then pass the local path."
+        )
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -130,10 +137,16 @@ def safe_load(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
+        unsafe = _unsafe_globals(path)
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; "
+                "a partial download or another kind of file?)"
+            ) from e
+        if unsafe or "weights_only" in str(e).lower() or "weights only" in str(e).lower():
             raise CheckpointError(
                 f"{path}: refused to load: the file contains Python objects outside the safe allow-list "
-                f"({', '.join(_unsafe_globals(path)) or 'see the chained error'}). Loading it would execute pickled code. "
+                f"({', '.join(unsafe) or 'see the chained error'}). Loading it would execute pickled code. "
                 "If you trust the file, re-save just its tensors in a separate session "
                 "(torch.load(..., weights_only=False), then torch.save of the state dicts)."
             ) from e
@@ -145,6 +158,18 @@ def safe_load(path: str | os.PathLike) -> dict:
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(checkpoint).__name__}")
     return dict(checkpoint)
+
+
+# The first byte of a pickle of protocol 2 or later (torch.save's legacy format starts with one).
+_PICKLE_PROTO_OPCODE = b"\x80"
+
+
+def _looks_like_torch_file(path: pathlib.Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, pickles): random bytes are neither."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == _PICKLE_PROTO_OPCODE
 
 
 def _unsafe_globals(path: pathlib.Path) -> list[str]:
@@ -491,6 +516,22 @@ def sed_state_dict(checkpoint: Mapping[str, Any], mode: str = "student", source:
     )
 
 
+def arch_of_state_dict(state_dict: Mapping[str, Any]) -> str | None:
+    """The backbone (``ARCHS``) of a SED model's state dict, from its telltale keys; None if it tells none."""
+    found = [arch for arch, telltale in _ARCH_TELLTALES.items()
+             if any(key.startswith(AS_MODEL_PREFIX + telltale) for key in state_dict)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_same_arch(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """One-line :class:`CheckpointError` naming both archs when ``state_dict`` holds another backbone than
+    ``model`` (instead of hundreds of missing and unexpected keys)."""
+    held, built = arch_of_state_dict(state_dict), arch_of_state_dict(model.state_dict())
+    if held and built and held != built:
+        raise CheckpointError(f"{source} holds a {held} model, but the model was built with arch={built}: "
+                              f"use arch={held} (with the settings it was trained with) or another checkpoint")
+
+
 def load_sed_checkpoint(model: nn.Module, path: str | os.PathLike, mode: str = "student") -> None:
     """Load the ``mode`` ("student"/"teacher", config ``t4_wrapper.model_init_mode``) SED weights of a
     stage checkpoint into ``model``, strictly (names and shapes).
@@ -499,6 +540,7 @@ def load_sed_checkpoint(model: nn.Module, path: str | os.PathLike, mode: str = "
     """
     checkpoint = safe_load(path)
     state_dict = sed_state_dict(checkpoint, mode, source=str(path))
+    check_same_arch(model, state_dict, str(path))
     state_dict = _drop_keys(state_dict, removed_block_prefixes(model))
     load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
     log.info("loaded %s weights from %s", mode, path)
@@ -577,7 +619,5 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, folder: str | os.PathLik
     """A checkpoint given by path, or by name in ``folder`` (default ``resources/pretrained_models``; ``.ckpt`` /
     ``.pt`` tried), as the config keys ``t4_wrapper.model_init_id``, ``pretrained_name`` and
     ``<arch>.pretrained_name`` name it (``model_path`` sets the folder)."""
-    import configs
-
     folder = pathlib.Path(folder) if folder else configs.PRETRAINED_MODELS_DIR
     return configs.resolve_resource(name_or_path, folder, suffixes=(".ckpt", ".pt"))
