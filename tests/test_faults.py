@@ -485,6 +485,94 @@ def test_demo_with_another_base_path_reads_that_trees_resources(tree, capsys):
     assert configs.preds_dir(resolved) == configs.output_dir(resolved) == tree / "predictions"
 
 
+# ========================================================================================== 8. downloads are checked
+def _download(name: str, mirror: Path, dest: Path) -> str:
+    (resource,) = dr.select([name])
+    return dr.download(resource, dest, str(mirror), dr.load_manifest(), progress=False)
+
+
+def test_the_manifest_records_a_check_for_every_release_file():
+    manifest = dr.load_manifest()
+    assert sorted(manifest) == sorted(r.filename for r in dr.RESOURCES)
+    for resource in dr.RESOURCES:
+        assert manifest[resource.filename]["check"], resource.filename
+
+
+def test_random_bytes_named_like_a_checkpoint_are_refused(tmp_path, capsys):
+    mirror, dest = tmp_path / "mirror", tmp_path / "resources"
+    mirror.mkdir()
+    (mirror / "atst_stage2.ckpt").write_bytes(np.random.default_rng(0).bytes(10_000))
+    code = dr.main(["atst_stage2", "--from", str(mirror), "--dest", str(dest), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "atst_stage2.ckpt" in err and "not a PyTorch checkpoint" in err
+    assert not (dest / "pretrained_models" / "atst_stage2.ckpt").exists()
+    assert not list(dest.rglob("*.part"))
+
+
+def test_a_checkpoint_of_the_expected_structure_is_placed(tmp_path):
+    mirror, dest = tmp_path / "mirror", tmp_path / "resources"
+    model = _tiny_model("atst_frame", seed=0, num_heads=2)
+    save_sed_checkpoint(mirror / "atst_stage2.ckpt", model.state_dict(), model.state_dict())
+    beats = _tiny_model("beats", seed=0, num_heads=2)
+    save_sed_checkpoint(mirror / "passt_stage2.ckpt", beats.state_dict(), beats.state_dict())
+    assert _download("atst_stage2", mirror, dest) == "checked"
+    assert (dest / "pretrained_models" / "atst_stage2.ckpt").is_file()
+    with pytest.raises(dr.DownloadError, match="beats") as caught:
+        _download("passt_stage2", mirror, dest)  # a BEATs model under fPaSST's name
+    assert "fpasst" in str(caught.value)
+    assert not (dest / "pretrained_models" / "passt_stage2.ckpt").exists()
+
+
+def test_an_archive_without_the_expected_members_is_refused(tmp_path):
+    mirror, dest = tmp_path / "mirror", tmp_path / "resources"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "pseudo-labels.zip", "w") as zf:
+        for name in PSEUDO_LABEL_SETS[:-2]:
+            zf.writestr(f"pseudo-labels/{name}.hdf5", b"data")
+    with pytest.raises(dr.DownloadError) as caught:
+        _download("pseudo-labels", mirror, dest)
+    assert all(f"{name}.hdf5" in str(caught.value) for name in PSEUDO_LABEL_SETS[-2:])
+    assert not (dest / "pseudo-labels").exists() and not list(dest.rglob("*.part"))
+    with zipfile.ZipFile(mirror / "pseudo-labels.zip", "a") as zf:
+        for name in PSEUDO_LABEL_SETS[-2:]:
+            zf.writestr(f"pseudo-labels/{name}.hdf5", b"data")
+    assert _download("pseudo-labels", mirror, dest) == "checked"
+    assert sorted(p.stem for p in (dest / "pseudo-labels").iterdir()) == sorted(PSEUDO_LABEL_SETS)
+
+
+def test_a_zip_that_fails_to_extract_leaves_nothing_to_resume(tmp_path):
+    from tests.test_download_resources import _RangeHandler
+
+    mirror, dest = tmp_path / "mirror", tmp_path / "resources"
+    mirror.mkdir()
+    (mirror / "dirs.zip").write_bytes(b"PK\x03\x04" + b"not a zip archive" * 100)
+
+    class Handler(_RangeHandler):
+        ranges_seen = []
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(mirror), **k)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(dr.DownloadError, match="zip"):
+            dr.download(dr.select(["dirs"])[0], dest, url, dr.load_manifest(), progress=False)
+        assert not list(dest.rglob("*.part")) and not (dest / "dirs").exists()
+        with zipfile.ZipFile(mirror / "dirs.zip", "w") as zf:
+            buffer = tmp_path / "ir.wav"
+            sf.write(buffer, np.zeros(160, np.float32), 16000)
+            zf.write(buffer, "dirs/phone/ir.wav")
+        assert dr.download(dr.select(["dirs"])[0], dest, url, dr.load_manifest(), progress=False) == "checked"
+        assert Handler.ranges_seen[-1] is None  # fetched whole, not resumed from the broken file
+        assert (dest / "dirs" / "phone" / "ir.wav").is_file()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # ==================================================================== user errors: one message; a switch for the rest
 @pytest.mark.integration
 def test_a_user_error_is_one_line_and_the_debug_switch_shows_the_traceback(demo_tiny, tmp_path):
