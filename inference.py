@@ -48,6 +48,7 @@ from data_util.atomic import atomic_path
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from data_util.prediction_files import write_predictions
+from helpers.errors import DEBUG_ENV, debug_enabled, user_message
 from helpers.evaluation import postprocess
 from models import long_audio
 from models.checkpoints import CheckpointError
@@ -464,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where model names are looked up (default: %(default)s)")
     parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {DEBUG_ENV}=1)")
     return parser
 
 
@@ -474,6 +477,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         args.model_name or configs.DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    for name in names:  # a checkpoint is a pickle: never downloaded here (configs.refuse_url says how instead)
+        configs.refuse_url(name, "--ensemble" if args.ensemble else "--model_name")
     if not 0.0 <= args.threshold <= 1.0:
         raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
     if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
@@ -530,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, failures = run(args)
     except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     for result in results:
         print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")

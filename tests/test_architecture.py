@@ -9,6 +9,7 @@ sibling package of its own layer:
     models
     helpers.evaluation
     helpers.training | helpers.predictions          (siblings: no imports between them)
+    helpers.errors (user-error messages) | helpers.resource_checks (release-file checks)
     helpers.experiment | helpers.demo_recipe | helpers.env_check
     ex_* experiments | inference | download_resources | bench   (command lines)
 
@@ -30,6 +31,7 @@ LAYERS = (
     ("models",),
     ("helpers.evaluation",),
     ("helpers.training", "helpers.predictions"),
+    ("helpers.errors", "helpers.resource_checks"),
     ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check"),
     ("ex_stage1", "ex_stage2", "inference", "download_resources", "bench"),
 )

@@ -15,6 +15,7 @@ audio folder is missing are skipped with a notice instead of crashing; existing 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from data_util.layout import PREDICTION_SETS, SETS
 from data_util.prediction_files import (
     PREDICTION_SUFFIX,
     PredictionCommandError,
+    file_attributes,
     find_prediction_folder,
     write_predictions,
 )
@@ -129,6 +131,32 @@ def store_sets(config: Mapping) -> tuple[str, ...]:
     return tuple(n for n in PREDICTION_SETS if n in chosen)
 
 
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint file: recorded in its prediction files (the same path may hold new weights later)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _refuse_other_checkpoint(paths: list[Path], attributes: Mapping[str, str]) -> None:
+    """``PredictionCommandError`` when existing prediction files (kept without ``overwrite``) were written from
+    another checkpoint file or mode than ``attributes`` describes."""
+    others = []
+    for path in paths:
+        recorded = file_attributes(path)
+        if "checkpoint_sha256" in recorded:
+            same = recorded["checkpoint_sha256"] == attributes["checkpoint_sha256"]
+        else:  # written before digests were recorded: compare the file names
+            same = Path(recorded.get("checkpoint", "")) == Path(attributes["checkpoint"])
+        if not same or recorded.get("mode", attributes["mode"]) != attributes["mode"]:
+            others.append(f"{path.name} (from {recorded.get('checkpoint', 'an unrecorded checkpoint')}, "
+                          f"{recorded.get('mode', '?')})")
+    if others:
+        raise PredictionCommandError(
+            f"{paths[0].parent} holds predictions of another checkpoint: {', '.join(others)}; this run stores "
+            f"{attributes['checkpoint']} ({attributes['mode']}). Choose another out_name, or overwrite=True to "
+            "replace them.")
+
+
 def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS`` (or of the
     ``store_sets`` key: e.g. only the evaluation sets, when the model's predictions are not needed as
@@ -137,9 +165,11 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     ``name``: ``out_name`` if set, else the checkpoint's name (``pretrained_name`` → ``t4_wrapper.model_init_id``
     → ``atst_stage2``; a path gives its file stem); ``_t`` is appended for ``mode=teacher``. Existing files are
     kept unless ``overwrite=True``; sets without an audio folder are skipped. The checkpoint is loaded once, on
-    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards.
+    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards. Existing files written
+    from another checkpoint (the files record its SHA-256) or mode are an error unless ``overwrite=True``.
     """
     arch = configs.require_arch(config["arch"], arch_names())
+    configs.refuse_url(pretrained_name(config), "pretrained_name")
     mode = config["mode"]
     if mode not in MODES:
         raise PredictionCommandError(f"mode={mode!r} must be one of {MODES}")
@@ -152,11 +182,14 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                          num_workers=int(config["test"]["num_workers"]),
                          precision=str(config["predict_precision"]))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    attributes = {"checkpoint": str(checkpoint), "arch": arch, "mode": mode}
+    attributes = {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint), "arch": arch,
+                  "mode": mode}
     description = f"checkpoint={checkpoint}; arch={arch}; mode={mode}"
 
 
     sets = store_sets(config)
+    if not overwrite:
+        _refuse_other_checkpoint([p for n in sets if (p := out_dir / f"{n}{PREDICTION_SUFFIX}").is_file()], attributes)
     folders = {name: _prediction_set_folder(name, dataset_root) for name in sets}
     shared_folders = {f for f in folders.values() if list(folders.values()).count(f) > 1}  # weak_train / weak_val
     computed: dict[Path, tuple[list[str], np.ndarray]] = {}  # predictions of shared folders, computed once
@@ -262,12 +295,13 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
             todo[name] = files
     if not todo:
         return result
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, files in todo.items():
             ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}", weights=weights, model=description)
         what = "mean" if weights is None else "weighted mean"
+        out_dir.mkdir(exist_ok=True)  # only now: a failed ensemble leaves no (empty) output folder behind
         for name in todo:
             os.replace(staging / f"{name}{PREDICTION_SUFFIX}", out_dir / f"{name}{PREDICTION_SUFFIX}")
             echo(f"{name}: {what} of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
@@ -307,12 +341,15 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     ``{"<set>/<metric>": value}``.
     """
     from helpers.evaluation.report import (  # lazy: evaluation loads sebbs, sed_scores_eval and matplotlib
-        CSEBBsConfig,
-        evaluate_predictions,
-        log_to_active_wandb,
+        DESED_EVAL_SETS, MAESTRO_SET, PRIVATE_SET, CSEBBsConfig, evaluate_predictions, log_to_active_wandb,
     )
 
     folder = find_prediction_folder(pretrained_name(config), configs.preds_dir(config), "prediction folder")
+    evaluated = [f"{name}{PREDICTION_SUFFIX}" for name in (MAESTRO_SET, *DESED_EVAL_SETS, PRIVATE_SET)]
+    if not any((folder / name).is_file() for name in evaluated):
+        raise PredictionCommandError(
+            f"no prediction files to evaluate in {folder}: expected at least one of {', '.join(evaluated)}; write "
+            "them with store_predictions (or ensemble_predictions), or name another folder with pretrained_name")
     csebbs_cfg = CSEBBsConfig(
         classwise=bool(config["classwise"]),
         step_filter_lengths=tuple(config["step_filter_lengths"]),
@@ -324,6 +361,9 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     resources = configs.resources_dir(config)
     report = evaluate_predictions(folder, configs.resolve_dataset_path(config["base_path"]), resources,
                                   csebbs_cfg, echo=echo)
+    if not report.get("sets"):
+        raise PredictionCommandError(f"nothing was evaluated in {folder}: every set was skipped (see the lines "
+                                     "above: labels or durations missing?); check the data with check_data")
     metrics = report_metrics(report)
     log_to_active_wandb(report.get("plots", []), metrics)
     return metrics
