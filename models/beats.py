@@ -236,7 +236,17 @@ class WeightNormConv1d(nn.Module):
         return v * (g / norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)
+        """(B, C, T) → (B, C, T + 1 − k % 2).
+
+        Run as a 2-D convolution over a height-1 map in channels-last layout: oneDNN's grouped channels-last
+        kernel is about 2x faster on CPU than its 1-D (channels-first) one for this 128-tap, 16-group filter, and
+        the encoder's (B, T, C) tokens transposed to (B, C, T) already are that layout, so no copy is made
+        either way. Same sums as ``F.conv1d`` (differences at float32 rounding).
+        """
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), no copy from (B, T, C)
+        weight = self.weight().unsqueeze(2)  # (C, C / groups, 1, k)
+        out = F.conv2d(x, weight, self.bias, padding=(0, self.padding), groups=self.groups)
+        return out.squeeze(2)
 
 
 class SamePad(nn.Module):
@@ -369,7 +379,9 @@ class BEATsEncoder(nn.Module):
         x = self.dropout(self.layer_norm(x + positional))
         buckets = self.bucket_table(x.shape[1], x.device)
         table = self.layers[0].self_attn.relative_attention_bias
-        position_bias = table(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, T, T)
+        # contiguous once here: every layer scales it by its gate, and a (T, T, H)-strided view made each of those
+        # 12 products a strided gather (about 4x slower than the product on contiguous memory)
+        position_bias = table(buckets).permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, H, T, T)
         for layer in self.layers:
             if self.layer_wise_gradient_decay_ratio != 1.0:
                 x = _GradMultiply.apply(x, self.layer_wise_gradient_decay_ratio)
