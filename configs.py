@@ -114,6 +114,9 @@ def default_config(stage: int) -> dict:
         test_n_thresholds=50,
         atst_checkpoint="atst_as.ckpt",
         beats_checkpoint="beats_as.pt",
+        # torch.compile of the SED model (training: student and teacher; store_predictions), as the reference's
+        # AudioSet-strong experiment's key; a compilation failure falls back to eager with one warning
+        compile=False,
         trainer=dict(
             max_epochs=200 if s1 else 250,
             devices=1,
@@ -303,7 +306,7 @@ def default_config(stage: int) -> dict:
             output_path=None,  # None -> resources/predictions
             preds_path=None,  # None -> resources/predictions
             overwrite=False,
-            predict_precision="32",  # store_predictions: "32", or "bf16-mixed" (autocast on a GPU)
+            predict_precision="32",  # store_predictions: "32", or "bf16-mixed" / "16-mixed" (autocast on a GPU)
             classwise=True,
             step_filter_lengths=(0.38, 0.42, 0.46, 0.50, 0.54, 0.58, 0.62, 0.66),
             merge_thresholds_rel=(1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25),
@@ -449,6 +452,8 @@ def validate_config(config: dict, stage: int) -> None:
     every = config.get("training", {}).get("checkpoint_every_n_steps")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every <= 0):
         errors.append(f"training.checkpoint_every_n_steps={every!r} must be a positive integer or None")
+    if not isinstance(config.get("compile", False), bool):
+        errors.append(f"compile={config['compile']!r} must be True or False")
     if len(config.get("median_window", [0] * 27)) != 27:
         errors.append(f"median_window needs 27 values, got {len(config['median_window'])}")
     if config.get("mode", "student") not in ("student", "teacher"):

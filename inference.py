@@ -49,6 +49,7 @@ from helpers.evaluation import postprocess
 from data_util.atomic import atomic_path
 from models import long_audio
 from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
+from models.compile import compile_in_place
 from models.registry import PRETRAINED, create_frontends, create_model
 
 log = logging.getLogger("inference")
@@ -647,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model(s); falls back to eager execution with a warning if it fails")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="10 s windows per forward pass (default: %(default)s)")
     parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
@@ -697,6 +700,9 @@ def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, st
         bf16 = False
     members = [load_model(name, mode=args.mode, arch=args.arch, num_heads=args.num_heads, embed_pool=args.embed_pool,
                           interpolation_mode=args.interpolation_mode, models_dir=args.models_dir) for name in names]
+    if args.compile:
+        for member in members:
+            compile_in_place(member.model, member.name)
     model = (members[0] if len(members) == 1 else SEDEnsemble(members)).to(device).eval()
     description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
     predictor = None

@@ -38,6 +38,7 @@ from data_util.prediction_files import (
     find_prediction_folder,
     write_predictions,
 )
+from models.compile import compile_in_place
 
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
 TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
 MODES = ("student", "teacher")
 MIN_ENSEMBLE_MEMBERS = 2
-# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 autocast on a GPU (front-ends and
-# output heads stay float32 inside the model either way).
+# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 / float16 autocast on a GPU
+# (front-ends and output heads stay float32 inside the model either way).
 FLOAT32_PRECISIONS = ("32", "32-true", "fp32")
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
+FP16_PRECISIONS = ("16", "16-mixed", "fp16")
 DEFAULT_PRECISION = "32"
 # The released checkpoints' wrapper settings; a stage checkpoint stored with others gets a warning.
 WRAPPER_SETTINGS_CHECKED = ("no_wrapper", "embed_pool", "interpolation_mode")
@@ -152,14 +154,13 @@ def _autocast(device: torch.device, precision: str):
     precision = str(precision)
     if precision in FLOAT32_PRECISIONS:
         return nullcontext()
-    if precision not in BF16_PRECISIONS:
-        raise PredictionCommandError(
-            f"precision={precision!r} is not supported; use one of {FLOAT32_PRECISIONS + BF16_PRECISIONS}"
-        )
+    if precision not in BF16_PRECISIONS + FP16_PRECISIONS:
+        raise PredictionCommandError(f"precision={precision!r} is not supported; use one of "
+                                     f"{FLOAT32_PRECISIONS + BF16_PRECISIONS + FP16_PRECISIONS}")
     if device.type != "cuda":
         log.warning("precision=%s needs a GPU; predicting in float32 on the %s", precision, device.type)
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision in BF16_PRECISIONS else torch.float16)
 
 
 @torch.inference_mode()
@@ -250,6 +251,8 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                 continue
             if model is None:
                 model = load_model(config, checkpoint, mode).to(device)
+                if config.get("compile", False):
+                    compile_in_place(model.model, f"the {arch} SED model")
                 echo(f"Storing {mode} predictions of {checkpoint} ({arch}, {device}) to {out_dir}.")
             predictions = predict_logits(model, dataset, device=device, desc=name, **loader_kwargs)
             if audio_folder in shared_folders:

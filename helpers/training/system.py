@@ -39,6 +39,7 @@ from helpers.evaluation.maestro import EVAL_CLASSES as MAESTRO_SCORED, recording
 from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
 from helpers.evaluation.scores import scores_from_probabilities
 from helpers.training.stages import StepFeatures, augment_batch, group_slice, rows_vector, strategy_for
+from models.compile import compile_in_place
 from models.registry import create_frontends, create_model, split_wrapper_config
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ class SEDSystem(pl.LightningModule):
         self.teacher = teacher if teacher is not None else make_teacher(student)
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
+        if self.config.get("compile", False):  # after the teacher's deep copy (see models.compile)
+            compile_in_place(self.student, "the student")
+            compile_in_place(self.teacher, "the teacher")
         # what trains is fixed now, before DDP wraps the model (it registers every parameter requiring grad)
         self.strategy.param_groups(self.student, self.config.get("optimizer", {}))
         self.cnn_frontend, self.transformer_frontend = build_frontends(self.config)
