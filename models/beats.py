@@ -291,12 +291,14 @@ class GatedRelPosAttention(nn.Module):
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
         """x (B, T, C), position_bias (1, H, T, T) → (B, T, C)."""
         B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        q_heads = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D), contiguous
+        q = q_heads.transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
 
-        gate_logits = self.grep_linear(q).view(B, self.num_heads, T, GATE_COUNT, GATE_GROUP).sum(dim=-1)  # (B, H, T, 2)
-        gate_a, gate_b = torch.sigmoid(gate_logits).unbind(dim=-1)  # (B, H, T) each
+        # the gate from the contiguous (B, T, H, D) layout: the transposed q would be copied first
+        gate_logits = self.grep_linear(q_heads).view(B, T, self.num_heads, GATE_COUNT, GATE_GROUP).sum(dim=-1)
+        gate_a, gate_b = torch.sigmoid(gate_logits.transpose(1, 2)).unbind(dim=-1)  # (B, H, T) each
         gate = gate_a * (gate_b * self.grep_a.squeeze(-1) - 1.0) + 2.0  # (B, H, T)
         attn_bias = (gate.unsqueeze(-1) * position_bias).to(q.dtype)  # (B, H, T, T)
 
@@ -330,10 +332,12 @@ class BEATsLayer(nn.Module):
         self.deep_norm_alpha = deep_norm_alpha
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
-        x = self.self_attn_layer_norm(self.deep_norm_alpha * x + self.dropout(self.self_attn(x, position_bias)))
+        # torch.add(branch, x, alpha=α) = α·x + branch in one pass over the activations
+        x = self.self_attn_layer_norm(torch.add(self.dropout(self.self_attn(x, position_bias)), x,
+                                                alpha=self.deep_norm_alpha))
         hidden = F.gelu(self.fc1(x).float()).type_as(x)  # GELU in fp32, as the reference
         hidden = self.fc2(self.activation_dropout(hidden))
-        return self.final_layer_norm(self.deep_norm_alpha * x + self.dropout(hidden))
+        return self.final_layer_norm(torch.add(self.dropout(hidden), x, alpha=self.deep_norm_alpha))
 
 
 class BEATsEncoder(nn.Module):
