@@ -118,6 +118,25 @@ def set_eager_attention(module: torch.nn.Module) -> int:
     return switched
 
 
+# Attention shapes per arch for 10 s clips: (tokens incl. special ones, relative-position bias mask or not)
+ATTENTION_SHAPES = {"atst_frame": (250, False), "fpasst": (252, False), "beats": (496, True)}
+
+
+def sdpa_kernels(arch: str, device: torch.device, dtype: torch.dtype, heads: int = 12, head_dim: int = 64) -> str:
+    """Which fused SDPA kernels accept this arch's attention on ``device`` (CUDA): flash needs no mask, the
+    memory-efficient kernel takes BEATs' additive bias; "math" means neither (the eager-equivalent fallback)."""
+    if device.type != "cuda":
+        return "cpu"
+    tokens, has_mask = ATTENTION_SHAPES[arch]
+    q = torch.zeros(2, heads, tokens, head_dim, device=device, dtype=dtype)
+    mask = torch.zeros(2, heads, tokens, tokens, device=device, dtype=dtype) if has_mask else None
+    params = torch.backends.cuda.SDPAParams(q, q, q, mask, 0.0, False, False)
+    usable = [name for name, check in (("flash", torch.backends.cuda.can_use_flash_attention),
+                                       ("efficient", torch.backends.cuda.can_use_efficient_attention))
+              if check(params, False)]
+    return "+".join(usable) or "math"
+
+
 def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, iters: int, *,
             setting: str = "ours", precision: str | None = None, compile_model: bool = False,
             batch_sizes: tuple[int, ...] | None = None, accumulate: int | None = None) -> dict:
@@ -176,7 +195,9 @@ def run_one(arch: str, stage: int, size: str, device_name: str, warmup: int, ite
     clips = sum(config["training"]["batch_sizes"])
     stats = roofline.summarise(flops, clips, timing)
     return {"arch": arch, "stage": stage, "size": size, "setting": setting, "precision": precision,
-            "attention": "eager" if setting == "reference" else "sdpa", "compile": config["compile"],
+            "attention": "eager" if setting == "reference"
+            else f"sdpa ({sdpa_kernels(arch, device, autocast_dtype or torch.float32)})",
+            "compile": config["compile"],
             "batch": clips, "accumulate": accumulate,
             "ms_per_micro_batch": stats["ms"], "cpu_s_per_micro_batch": stats["cpu_s"],
             "s_per_optimizer_step": round(stats["ms"] * accumulate / 1e3, 2),

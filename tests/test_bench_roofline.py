@@ -109,3 +109,8 @@ def test_rtf_bound_follows_the_flops_per_window(monkeypatch):
     assert row["rtf_bound"] == pytest.approx(100e9 * 25 / (10e9 * 4))
     assert row["rtf_bound_no_overlap"] == pytest.approx(100e9 * 10 / 10e9)
     assert row["pct_bound"] == pytest.approx(100 * row["rtf"] / row["rtf_bound"], rel=0.02)
+
+
+def test_sdpa_kernel_report_is_cpu_off_the_gpu():
+    assert bench_train.sdpa_kernels("beats", torch.device("cpu"), torch.bfloat16) == "cpu"
+    assert set(bench_train.ATTENTION_SHAPES) == set(bench_train.ARCHS)
