@@ -72,3 +72,10 @@ def test_compile_key_defaults_to_false_and_must_be_a_bool(stage):
     configs.validate_config({**config, "compile": True}, stage)
     with pytest.raises(configs.ConfigError, match=r"compile='yes' must be True or False"):
         configs.validate_config({**config, "compile": "yes"}, stage)
+
+
+@pytest.mark.parametrize("module", ["ex_stage1", "ex_stage2"])
+def test_compile_is_a_command_line_key_of_both_stages(module):
+    from tests.test_config import _print_config
+
+    assert _print_config(f"python -m {module} with arch=atst_frame compile=True")["compile"] is True
