@@ -1,19 +1,24 @@
-"""Speed and memory of the three full-size SED models on synthetic 10 s clips.
+"""Speed, memory and distance to the matmul ceiling of the three full-size SED models on synthetic 10 s clips.
 
-For each arch (ATST-Frame, fPaSST, BEATs, each wrapped by the CRNN as released): time per batch of
-the forward pass (eval, no grad) and of forward + backward (train mode, every parameter trainable, as in
-stage 2), both including the two front-ends (CNN mel and the transformer's own), plus peak memory.
-Warm-up iterations first, then timed ones; ``torch.cuda.synchronize()`` around GPU timers. On CUDA the
-model runs under bf16 autocast (front-ends stay fp32, as in training); on CPU in fp32.
+For each arch (ATST-Frame, fPaSST, BEATs, each wrapped by the CRNN as released): time per batch of the forward
+pass (eval, no grad) and of forward + backward (train mode, every parameter trainable, as in stage 2), both
+including the two front-ends (CNN mel and the transformer's own), peak memory, FLOPs per clip
+(``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s and % of the matmul ceiling. The ceiling (float32,
+and bf16 where the device multiplies it natively) is measured in the same run; every timed step runs right after a
+short ceiling burst and is compared with it (``bench.roofline``), so that "% of the ceiling" survives the speed
+drift of a shared machine. Warm-up iterations first; ``torch.cuda.synchronize()`` around GPU timers. On CUDA the
+model runs under bf16 autocast by default (front-ends stay fp32, as in training); on CPU in fp32.
 
 Each arch runs in its own subprocess so that the peak memory of one (CPU: the process's peak resident
 set size, which includes the Python runtime; CUDA: ``max_memory_allocated``) is not that of the largest.
 
-    python bench/models.py                              # all archs, CPU batch 4 (CUDA: batch 16 if present)
-    python bench/models.py --archs beats --iters 10 --batch-size 8 --device cuda
+    python -m bench.models                               # all archs, CPU batch 2 (CUDA: batch 16 if present)
+    python -m bench.models --threads 1 --profile         # plus torch.profiler's top operators per arch and mode
+    python -m bench.models --archs beats --iters 10 --batch-size 8 --device cuda --modes forward
 
 Wall time and process CPU time are both recorded: on a shared machine the CPU seconds are the steadier
 figure. Prints a table and writes ``bench/results/models_<device>_<precision>_torch<version>.json``.
+See docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
