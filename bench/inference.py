@@ -88,7 +88,7 @@ class CeilingSampler:
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
-        self.operands = roofline._operands(roofline.BURST_SIZE[device.type], dtype, device)
+        self.operands = roofline.square_operands(roofline.BURST_SIZE[device.type], dtype, device)
         self.rates: list[roofline.Rate] = []
         self.wall_s = self.cpu_s = 0.0
 

@@ -54,7 +54,7 @@ def bf16_matmul_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _operands(size: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def square_operands(size: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(size)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
@@ -73,7 +73,7 @@ class Rate:
 def matmul_rate(size: int, dtype: torch.dtype, device: torch.device, seconds: float = BURST_SECONDS,
                 operands: tuple[torch.Tensor, torch.Tensor] | None = None) -> Rate:
     """GFLOP/s of ``size`` x ``size`` products repeated for about ``seconds`` (after one untimed product)."""
-    a, b = operands or _operands(size, dtype, device)
+    a, b = operands or square_operands(size, dtype, device)
     torch.mm(a, b)
     sync(device)
     flops_per_call = 2 * size**3
@@ -94,7 +94,7 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, rounds: int = 3) ->
     """The best rate over the square sizes of ``CEILING_SIZES`` and ``rounds`` bursts each (a peak, not a mean)."""
     best: Rate | None = None
     for size in CEILING_SIZES[device.type]:
-        operands = _operands(size, dtype, device)
+        operands = square_operands(size, dtype, device)
         for _ in range(rounds):
             rate = matmul_rate(size, dtype, device, operands=operands)
             if best is None or rate.wall_gflops > best.wall_gflops:
@@ -143,7 +143,7 @@ class Interleaved:
         self.device = device
         self.dtype = dtype
         self.burst_seconds = burst_seconds
-        self.operands = _operands(BURST_SIZE[device.type], dtype, device)
+        self.operands = square_operands(BURST_SIZE[device.type], dtype, device)
 
     def time(self, step: Callable[[], object], warmup: int, iters: int) -> Timing:
         for _ in range(warmup):
@@ -184,4 +184,4 @@ def profile_table(step: Callable[[], object], device: torch.device, top: int = 1
 
 
 __all__ = ["count_flops", "matmul_rate", "matmul_ceiling", "bf16_matmul_supported", "Interleaved", "Timing",
-           "summarise", "Rate", "profile_table", "PRECISION_DTYPES", "GIGA"]
+           "summarise", "Rate", "profile_table", "square_operands", "PRECISION_DTYPES", "GIGA"]
