@@ -93,28 +93,26 @@ def bench_arch(arch: str, device: torch.device, precision: str, batch_size: int,
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    timer = roofline.Interleaved(device, dtype)
-    row = {"arch": arch, "params_M": round(n_params / 1e6, 2), "batch_size": batch_size}
-    if "forward" in modes:
-        model.eval()
-        flops = roofline.count_flops(forward)
-        _reset_peak(device)
-        stats = roofline.summarise(flops, batch_size, timer.time(forward, warmup, iters))
-        row.update({f"forward_{key}": value for key, value in stats.items()})
-        row["forward_peak_MiB"] = round(_peak_memory_mib(device))
-        if profile:
-            row["forward_profile"] = roofline.profile_table(forward, device)
-    if "train" in modes:
+    def train_mode():
         model.train()
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-        flops = roofline.count_flops(forward_backward)
+
+    timer = roofline.Interleaved(device, dtype)
+    row = {"arch": arch, "params_M": round(n_params / 1e6, 2), "batch_size": batch_size}
+    steps = {"forward": (model.eval, forward), "train": (train_mode, forward_backward)}
+    for mode in MODES:
+        if mode not in modes:
+            continue
+        prepare, step = steps[mode]
+        prepare()
+        flops = roofline.count_flops(step)
         _reset_peak(device)
-        stats = roofline.summarise(flops, batch_size, timer.time(forward_backward, warmup, iters))
-        row.update({f"train_{key}": value for key, value in stats.items()})
-        row["train_peak_MiB"] = round(_peak_memory_mib(device))
+        stats = roofline.summarise(flops, batch_size, timer.time(step, warmup, iters))
+        row.update({f"{mode}_{key}": value for key, value in stats.items()})
+        row[f"{mode}_peak_MiB"] = round(_peak_memory_mib(device))
         if profile:
-            row["train_profile"] = roofline.profile_table(forward_backward, device)
+            row[f"{mode}_profile"] = roofline.profile_table(step, device)
     return row
 
 
