@@ -41,6 +41,7 @@ from data_util.prediction_files import (
     write_predictions,
 )
 from helpers.predictions.ensemble import ensemble_files
+from models.compile import compile_in_place
 from models.loading import CheckpointNotFoundError, load_sed_model, resolve_checkpoint
 from models.registry import arch_names
 
@@ -49,10 +50,11 @@ log = logging.getLogger(__name__)
 TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
 MODES = ("student", "teacher")
 MIN_ENSEMBLE_MEMBERS = 2
-# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 autocast on a GPU (front-ends and
-# output heads stay float32 inside the model either way).
+# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 / float16 autocast on a GPU
+# (front-ends and output heads stay float32 inside the model either way).
 FLOAT32_PRECISIONS = ("32", "32-true", "fp32")
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
+FP16_PRECISIONS = ("16", "16-mixed", "fp16")
 DEFAULT_PRECISION = "32"
 
 Echo = Callable[[str], None]
@@ -83,14 +85,13 @@ def _autocast(device: torch.device, precision: str):
     precision = str(precision)
     if precision in FLOAT32_PRECISIONS:
         return nullcontext()
-    if precision not in BF16_PRECISIONS:
-        raise PredictionCommandError(
-            f"precision={precision!r} is not supported; use one of {FLOAT32_PRECISIONS + BF16_PRECISIONS}"
-        )
+    if precision not in BF16_PRECISIONS + FP16_PRECISIONS:
+        raise PredictionCommandError(f"precision={precision!r} is not supported; use one of "
+                                     f"{FLOAT32_PRECISIONS + BF16_PRECISIONS + FP16_PRECISIONS}")
     if device.type != "cuda":
         log.warning("precision=%s needs a GPU; predicting in float32 on the %s", precision, device.type)
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision in BF16_PRECISIONS else torch.float16)
 
 
 @torch.inference_mode()
@@ -211,6 +212,8 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                 continue
             if model is None:
                 model = load_sed_model(checkpoint, mode=mode, config=config).to(device)
+                if config["compile"]:
+                    compile_in_place(model.model, f"the {arch} SED model")
                 echo(f"Storing {mode} predictions of {checkpoint} ({arch}, {device}) to {out_dir}.")
             predictions = predict_logits(model, dataset, device=device, desc=name, **loader_kwargs)
             if audio_folder in shared_folders:
@@ -341,7 +344,12 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     ``{"<set>/<metric>": value}``.
     """
     from helpers.evaluation.report import (  # lazy: evaluation loads sebbs, sed_scores_eval and matplotlib
-        DESED_EVAL_SETS, MAESTRO_SET, PRIVATE_SET, CSEBBsConfig, evaluate_predictions, log_to_active_wandb,
+        DESED_EVAL_SETS,
+        MAESTRO_SET,
+        PRIVATE_SET,
+        CSEBBsConfig,
+        evaluate_predictions,
+        log_to_active_wandb,
     )
 
     folder = find_prediction_folder(pretrained_name(config), configs.preds_dir(config), "prediction folder")
