@@ -76,6 +76,9 @@ def finish_loggers(loggers) -> None:
                 import wandb  # lazy: optional (a missing wandb is a warning)
 
                 wandb.finish()
+                # finish() returns once the run is closed, but the service may still hold part of the
+                # off-line transaction log in its buffers; teardown waits until everything is written
+                wandb.teardown()
         except Exception as error:  # noqa: BLE001
             log.warning("closing logger %s failed: %s", type(logger).__name__, error)
 
