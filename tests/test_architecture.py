@@ -31,10 +31,10 @@ LAYERS = (
     ("helpers.evaluation",),
     ("helpers.training", "helpers.predictions"),
     ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check"),
-    ("ex_stage1", "ex_stage2", "inference", "download_resources", "bench"),
+    ("ex_stage1", "ex_stage2", "ex_audioset_strong", "inference", "download_resources", "bench"),
 )
-PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "inference",
-                 "download_resources", "bench"}
+PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "ex_audioset_strong",
+                 "inference", "download_resources", "bench"}
 LAZY_MARK = "# lazy:"
 
 
