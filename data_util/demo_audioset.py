@@ -89,7 +89,7 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset(clips={"balanced_train": 16, "unbalanced_train": 24, "eval": 20},
+    "tiny": Preset(clips={"balanced_train": 12, "unbalanced_train": 16, "eval": 16},
                    unlabelled={"balanced_train": 2, "unbalanced_train": 2, "eval": 1}),
     "small": Preset(clips={"balanced_train": 120, "unbalanced_train": 280, "eval": 150},
                     unlabelled={"balanced_train": 10, "unbalanced_train": 20, "eval": 5}),
