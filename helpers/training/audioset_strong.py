@@ -64,6 +64,8 @@ class ASStrongSystem(pl.LightningModule):
         self.frontend = build_transformer_frontend(self.config)
         self.units_per_db = arch_spec(self.config["arch"]).feature_units_per_db
         self.weights = {key: float(self.config[key]) for key in LOSS_WEIGHT_KEYS}
+        if self.weights["weak_supervised_loss_weight"] <= 0 and self.weights["weak_distillation_loss_weight"] <= 0:
+            self.net.weak_head.requires_grad_(False)  # no loss reaches it: keep it out of the optimizer (and DDP)
         self.eval_ground_truth = dict(eval_ground_truth or {})
         self.eval_durations = dict(eval_durations or {})
         self.run_info = dict(run_info or {})

@@ -216,6 +216,9 @@ def _build_trainer(config: Mapping, run_dir: Path, loggers: list) -> pl.Trainer:
         ]
     kwargs = trainer_kwargs(config)
     kwargs.setdefault("default_root_dir", str(run_dir))
+    if kwargs.get("strategy") == "ddp":
+        # some backbone parameters take no part in the forward pass (e.g. ATST's mask token): DDP must look for them
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     if config["skip_checkpoint"]:
         kwargs["enable_checkpointing"] = False
     return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
