@@ -79,6 +79,9 @@ class ValidationStrong(Block):
     batch_size: int = key(256, "clips per evaluation batch", min=1)
     num_workers: int = key(16, "data-loading processes", min=0)
     durations: str | None = key(None, "eval durations csv (Y<id>,<seconds>); None: the durations in the dataset")
+    class_chunk: int = key(64, "classes per sed_scores_eval call (memory: 16,900 clips x 250 frames x chunk x "
+                               "8 bytes)", min=1)
+    num_jobs: int = key(1, "sed_scores_eval processes for PSDS / pAUROC", min=1)
 
 
 @dataclass
@@ -129,13 +132,10 @@ class BEATs(t4.BEATs):
 
 # ------------------------------------------------------------------------------------------------ augmentation
 @dataclass
-class FilterAugment(Block):
+class FilterAugment(t4.FilterAugment):
     apply: bool = key(True, "")
     p: float = key(0.8, "probability per batch (PretrainedSED --filter_augment_p)", **PROBABILITY)
-    n_transform: int = key(1, "", min=1, max=1)
-    filter_db_range: tuple[float, float] = key((-6, 6), "")
-    filter_bands: tuple[int, int] = key((3, 6), "", min=1)
-    filter_minimum_bandwidth: int = key(6, "", min=1)
+    n_transform: int = key(1, "views (one: there is no teacher here)", min=1, max=1)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from data_util.audio import CLIP_SAMPLES, SAMPLE_RATE, AudioReadError, pad_or_crop, resample
 from data_util.atomic import atomic_path
+from data_util.datasets import WaveformMixDataset
 from data_util.kd_logits import StrongKDLogits, WeakKDLogits
 
 log = logging.getLogger(__name__)
@@ -285,42 +286,19 @@ class AudioSetStrongDataset(Dataset):
         return sample
 
 
-def mix_waveforms(first: np.ndarray, second: np.ndarray, lam: float) -> np.ndarray:
-    """``lam · first + (1 − lam) · second`` of the DC-free waveforms, DC removed again (float32)."""
-    audio = lam * (first - first.mean()) + (1.0 - lam) * (second - second.mean())
-    return (audio - audio.mean()).astype(np.float32)
-
-
-class WavMixDataset(Dataset):
-    """PretrainedSED's waveform mixing (``wavmix_p``): with probability ``p`` a sample is mixed with a uniformly
-    drawn partner, ``l ~ Beta(2, 2)``, ``l = max(l, 1 − l)``; the labels, weak labels and teacher probabilities
-    mix with the same ``l``."""
+class WavMixDataset(WaveformMixDataset):
+    """PretrainedSED's waveform mixing (``wavmix_p``): partner and coefficient as :class:`WaveformMixDataset` with
+    ``l ~ Beta(2, 2)``; the labels, weak labels and teacher probabilities mix with the same ``l``."""
 
     MIXED_KEYS = ("strong", "weak", "kd_strong", "weak_kd")
 
     def __init__(self, dataset: Dataset, p: float, beta: float = WAVMIX_BETA):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"training_strong.wavmix_p={p} must be in [0, 1]")
-        self.dataset = dataset
-        self.p = p
-        self.beta = beta
+        super().__init__(dataset, p, beta)
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        sample = self.dataset[index]
-        if torch.rand(()) >= self.p:
-            return sample
-        partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = float(torch.distributions.Beta(self.beta, self.beta).sample())
-        lam = max(lam, 1.0 - lam)
-        mixed = dict(sample)
-        mixed["audio"] = torch.from_numpy(mix_waveforms(sample["audio"].numpy(), partner["audio"].numpy(), lam))
+    def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
         for key in self.MIXED_KEYS:
             mixed[key] = lam * sample[key] + (1.0 - lam) * partner[key]
         mixed["has_kd"] = bool(sample["has_kd"] and partner["has_kd"])
-        return mixed
 
 
 # ------------------------------------------------------------------------------------------------ sample weights
@@ -382,7 +360,7 @@ def read_durations_csv(path: str | os.PathLike) -> dict[str, float]:
 
 __all__ = ["ClassList", "read_class_list", "train_classes", "weak_classes", "read_mid_names", "clip_id",
            "segment_clip_id", "merge_overlapping", "encode_strong", "row_events", "weak_target", "decode_mp3",
-           "encoded_duration", "load_dataset_dict", "AudioSetStrongDataset", "WavMixDataset", "mix_waveforms",
+           "encoded_duration", "load_dataset_dict", "AudioSetStrongDataset", "WavMixDataset",
            "class_frame_counts", "balanced_sample_weights", "cached_sample_weights", "ground_truth",
            "read_durations_csv", "SPLITS", "TRAIN_SPLITS", "EVAL_SPLIT", "NUM_FRAMES", "FRAME_HOP_SECONDS",
            "FRAME_HOP_SAMPLES"]

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from configs.audioset_strong import mixstyle_enabled
 from data_util.audioset_strong import ClassList
-from helpers.evaluation.audioset_strong import evaluate, median_filter_scores
+from helpers.evaluation.audioset_strong import evaluate, evaluation_classes, median_filter_scores
 from helpers.training import augment
 from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
 from helpers.training.resume_points import restore_rng_state, rng_state
@@ -69,7 +69,11 @@ class ASStrongSystem(pl.LightningModule):
         self.eval_ground_truth = dict(eval_ground_truth or {})
         self.eval_durations = dict(eval_durations or {})
         self.run_info = dict(run_info or {})
-        self._val_scores: list[np.ndarray] = []
+        # validation keeps the scores of the evaluated classes only, in one preallocated array (real eval set:
+        # 16,935 clips x 250 frames x 407 classes, 6.9 GB in float32)
+        self.eval_classes = evaluation_classes(classes.names, self.eval_ground_truth)
+        self._eval_columns = [classes.index[name] for name in self.eval_classes]
+        self._val_scores: np.ndarray | None = None
         self._val_names: list[str] = []
         self._val_losses: list[float] = []
 
@@ -180,26 +184,37 @@ class ASStrongSystem(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        self._val_scores, self._val_names, self._val_losses = [], [], []
+        self._val_scores, self._val_names, self._val_losses = None, [], []
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
         strong_logits = self(batch["audio"]).float()  # [B, C, T]
         self._val_losses.append(float(F.binary_cross_entropy_with_logits(strong_logits, batch["strong"].float())))
-        scores = strong_logits.transpose(1, 2).cpu().numpy()  # [B, T, C]
-        self._val_scores.append(median_filter_scores(scores, int(self.config["median_window"])))
+        scores = strong_logits[:, self._eval_columns].transpose(1, 2).cpu().numpy()  # [B, T, evaluated classes]
+        if self._val_scores is None:
+            self._val_scores = np.empty((len(self.eval_ground_truth), *scores.shape[1:]), dtype=np.float32)
+        start = len(self._val_names)
+        self._val_scores[start:start + len(scores)] = median_filter_scores(scores, int(self.config["median_window"]))
         self._val_names.extend(batch["filename"])
 
     def on_validation_epoch_end(self) -> None:
         if (self._trainer is not None and self.trainer.sanity_checking) or not self._val_names:
             return
-        result = evaluate(np.concatenate(self._val_scores), self._val_names, self.classes.names,
-                          self.eval_ground_truth, self.eval_durations)
+        scores = self._val_scores[:len(self._val_names)]
+        truth = self.eval_ground_truth
+        if len(self._val_names) < len(truth):  # e.g. trainer.limit_val_batches: the metrics of the clips seen
+            log.warning("validation saw %d of the %d evaluation clips; the metrics cover those only",
+                        len(self._val_names), len(truth))
+            seen = set(self._val_names)
+            truth = {clip: events for clip, events in truth.items() if clip in seen}
+        validation = self.config["validation_strong"]
+        result = evaluate(scores, self._val_names, self.eval_classes, truth, self.eval_durations,
+                          class_chunk=int(validation["class_chunk"]), num_jobs=int(validation["num_jobs"]))
         values = result.logged("val/")
         values["val/loss"] = float(np.mean(self._val_losses))
         self.log_dict(values)
         log.info("validation: PSDS1 %.4f, macro PSDS1 %.4f, pAUROC %.4f (%d clips, %d classes)", result.psds1,
                  result.psds1_macro_averaged, result.pauroc, result.num_clips, result.num_classes)
-        self._val_scores, self._val_names, self._val_losses = [], [], []
+        self._val_scores, self._val_names, self._val_losses = None, [], []
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
