@@ -54,9 +54,11 @@ from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_
 from data_util.classes import CLASSES
 from data_util.kd_logits import write_strong_kd
 from data_util.prediction_files import write_predictions
+from helpers.errors import DEBUG_ENV, debug_enabled, user_message
 from helpers.evaluation import postprocess
-from models import long_audio
+from models import long_audio, window_batches
 from models.checkpoints import CheckpointError
+from models.compile import compile_in_place
 from models.factory import WaveformSED
 from models.loading import HEAD_DIM, load_inference_model
 from models.registry import arch_names
@@ -148,10 +150,13 @@ def load_model(
 class WaveformPrediction:
     """Strong logits of one recording: overlap-added frames and the per-window logits they came from."""
 
-    frame_logits: np.ndarray  # float32 [T, 27] on the recording's 64 ms grid
-    window_logits: np.ndarray  # float32 [W, 156, 27], one row per 10 s window
+    frame_logits: np.ndarray  # float32 [T, C] on the recording's frame grid (64 ms; AudioSet-strong models 40 ms)
+    window_logits: np.ndarray  # float32 [W, frames, C], one row per 10 s window
     window_starts: list[int]  # samples
     num_samples: int
+    # what the model's outputs are (the SED model's by default): classes, median windows, samples per frame
+    class_names: tuple[str, ...] = CLASSES
+    median_windows: tuple[int, ...] = WaveformSED.median_windows
     frame_hop_samples: int = long_audio.FRAME_HOP_SAMPLES
 
     @property
@@ -203,19 +208,58 @@ def predict_waveform(
 ) -> WaveformPrediction:
     """Strong logits of a mono 16 kHz waveform [N] of any length (sliding 10 s windows, overlap-add)."""
     num_samples = len(wav)
-    geometry = {"mel_hop": model.mel_hop, "net_pooling": model.net_pooling}
-    if long_audio.num_output_frames(num_samples, **geometry) < 1:
-        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
-                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+    _check_length(num_samples, model)
     runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
     frame_logits = long_audio.predict_long(
         runner, nn.Identity(), nn.Identity(), torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
-        hop_seconds, batch_size=batch_size, **geometry,
+        hop_seconds, batch_size=batch_size, **_geometry(model),
     )
     starts = long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE))
     return WaveformPrediction(frame_logits=frame_logits.numpy(), window_logits=torch.cat(runner.window_logits).numpy(),
-                              window_starts=starts, num_samples=num_samples,
-                              frame_hop_samples=model.mel_hop * model.net_pooling)
+                              window_starts=starts, num_samples=num_samples, **_outputs(model))
+
+
+def _geometry(model: nn.Module) -> dict:
+    """The model's output frame: ``mel_hop`` x ``net_pooling`` samples (SED models 256 x 4, AudioSet-strong 160 x 4)."""
+    return {"mel_hop": getattr(model, "mel_hop", long_audio.MEL_HOP),
+            "net_pooling": getattr(model, "net_pooling", long_audio.NET_POOLING)}
+
+
+def _outputs(model: nn.Module) -> dict:
+    geometry = _geometry(model)
+    return {"class_names": tuple(getattr(model, "class_names", CLASSES)),
+            "median_windows": tuple(getattr(model, "median_windows", WaveformSED.median_windows)),
+            "frame_hop_samples": geometry["mel_hop"] * geometry["net_pooling"]}
+
+
+def _check_length(num_samples: int, model: nn.Module | None = None) -> None:
+    geometry = _geometry(model)
+    if long_audio.num_output_frames(num_samples, **geometry) < 1:
+        frame_ms = geometry["mel_hop"] * geometry["net_pooling"] / SAMPLE_RATE * 1000
+        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
+                             f"{frame_ms:.0f} ms output frame")
+
+
+def predict_waveforms(
+    model: nn.Module,
+    wavs: Sequence[np.ndarray],
+    *,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> list[WaveformPrediction]:
+    """``predict_waveform`` for several recordings whose windows share batches (folder mode)."""
+    for wav in wavs:
+        _check_length(len(wav), model)
+    runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
+    recordings = [torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)) for wav in wavs]
+    results = window_batches.predict_recordings(lambda windows: runner(windows, windows), recordings, hop_seconds,
+                                                batch_size=batch_size, **_geometry(model))
+    return [WaveformPrediction(frame_logits=r.frame_logits.numpy(), window_logits=r.window_logits.numpy(),
+                               window_starts=r.window_starts, num_samples=r.num_samples, **_outputs(model))
+            for r in results]
 
 
 def num_windows(num_samples: int, hop_seconds: float) -> int:
@@ -238,17 +282,16 @@ def window_names(stem: str, prediction: WaveformPrediction) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Post-processing and outputs
 # ---------------------------------------------------------------------------------------------------------
-def frame_probabilities(prediction: WaveformPrediction, method: str, windows=None) -> np.ndarray:
-    """Sigmoid of the frame logits [T, C], median-filtered per class (``windows``, default the SED model's) when
-    ``method == 'median'``."""
+def frame_probabilities(prediction: WaveformPrediction, method: str) -> np.ndarray:
+    """Sigmoid of the frame logits [T, C], median-filtered per class (the model's windows) when ``method == 'median'``."""
     probabilities = torch.sigmoid(torch.from_numpy(prediction.frame_logits)).numpy()
     if method == "median":
-        probabilities = postprocess.median_filter(probabilities, windows or WaveformSED.median_windows)
+        probabilities = postprocess.median_filter(probabilities, prediction.median_windows)
     return probabilities
 
 
 def detect_events(probabilities: np.ndarray, timestamps: np.ndarray, method: str, threshold: float,
-                  csebbs_predictor=None, classes=CLASSES) -> list[postprocess.Event]:
+                  csebbs_predictor=None, classes: Sequence[str] = CLASSES) -> list[postprocess.Event]:
     if method == "csebbs":
         return postprocess.csebbs_events(probabilities, timestamps, classes, threshold, csebbs_predictor)
     return postprocess.threshold_events(probabilities, timestamps, classes, threshold)
@@ -270,7 +313,8 @@ def write_events_tsv(path: Path, events: Sequence[postprocess.Event]) -> None:
     _atomic_write(path, write)
 
 
-def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray, classes=CLASSES) -> None:
+def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray,
+                     classes: Sequence[str] = CLASSES) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\t".join(["onset", "offset", *classes]) + "\n")
@@ -281,11 +325,10 @@ def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarr
     _atomic_write(path, write)
 
 
-def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str,
-                      classes=CLASSES) -> None:
-    if tuple(classes) != CLASSES:  # AudioSet-strong models: the KD-logit format (windows, classes, frames)
+def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
+    if prediction.class_names != CLASSES:  # AudioSet-strong models: the KD-logit format (windows, classes, frames)
         write_strong_kd(path, window_names(stem, prediction), prediction.window_logits.transpose(0, 2, 1),
-                        classes=classes, model=model_description,
+                        classes=prediction.class_names, model=model_description,
                         frame_hop=prediction.frame_hop_samples / SAMPLE_RATE)
         return
     write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
@@ -294,7 +337,8 @@ def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, mod
                                    if len(prediction.window_starts) > 1 else 0.0})
 
 
-def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event], classes=CLASSES) -> list[int]:
+def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event],
+                 classes: Sequence[str] = CLASSES) -> list[int]:
     """Class indices to plot: those with events, topped up to PLOT_MIN_CLASSES by peak probability, at most
     PLOT_MAX_CLASSES (highest peaks first)."""
     peaks = probabilities.max(axis=0)
@@ -315,13 +359,14 @@ def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamps: np.ndarray,
-               events: Sequence[postprocess.Event], *, threshold: float, title: str, classes=CLASSES) -> None:
+               events: Sequence[postprocess.Event], *, threshold: float, title: str,
+               class_names: Sequence[str] = CLASSES) -> None:
     """Spectrogram (top), probability curves of the active classes (middle), detected events (bottom)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib only for --plot
     from matplotlib.figure import Figure  # lazy: matplotlib only for --plot
 
     duration = len(wav) / SAMPLE_RATE
-    names = list(classes)
+    names = list(class_names)
     classes = plot_classes(probabilities, events, names)
     colors = [f"C{i % PLOT_MAX_CLASSES}" for i in range(len(classes))]  # matplotlib's 10-colour cycle
     width = min(PLOT_MAX_WIDTH, max(PLOT_MIN_WIDTH, PLOT_MIN_WIDTH + duration / PLOT_SECONDS_PER_EXTRA_INCH))
@@ -400,24 +445,34 @@ def process_file(
 ) -> FileResult:
     """Run ``model`` on one audio file and write its four outputs into ``out_dir``."""
     wav = read_audio(audio_file)
-    stem = audio_file.stem
     with tqdm(total=num_windows(len(wav), hop_seconds), desc=audio_file.name, unit="window",
               disable=not progress, leave=False) as bar:
         prediction = predict_waveform(model, wav, hop_seconds=hop_seconds, batch_size=batch_size, device=device,
                                       bf16=bf16, on_batch=bar.update)
-    classes = model.class_names
-    probabilities = frame_probabilities(prediction, postprocess_method, model.median_windows)
+    return write_outputs(audio_file, out_dir, wav, prediction, model_description=model_description,
+                         postprocess_method=postprocess_method, threshold=threshold,
+                         csebbs_predictor=csebbs_predictor, plot=plot)
+
+
+def write_outputs(audio_file: Path, out_dir: Path, wav: np.ndarray, prediction: WaveformPrediction, *,
+                  model_description: str, postprocess_method: str = "median", threshold: float = DEFAULT_THRESHOLD,
+                  csebbs_predictor=None, plot: bool = True) -> FileResult:
+    """Post-process one recording's prediction and write its four outputs into ``out_dir``."""
+    stem = audio_file.stem
+    probabilities = frame_probabilities(prediction, postprocess_method)
     timestamps = prediction.timestamps
-    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor, classes)
+    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor,
+                           prediction.class_names)
     result = FileResult(audio_file=audio_file, out_dir=out_dir, events_tsv=out_dir / f"{stem}_events.tsv",
                         scores_tsv=out_dir / f"{stem}_scores.tsv", scores_hdf5=out_dir / f"{stem}_scores.hdf5",
                         plot=out_dir / f"{stem}.png", duration=prediction.duration, num_events=len(events))
     write_events_tsv(result.events_tsv, events)
-    write_scores_tsv(result.scores_tsv, probabilities, timestamps, classes)
-    write_scores_hdf5(result.scores_hdf5, stem, prediction, model_description, classes)
+    write_scores_tsv(result.scores_tsv, probabilities, timestamps, prediction.class_names)
+    write_scores_hdf5(result.scores_hdf5, stem, prediction, model_description)
     if plot:
         write_plot(result.plot, wav, probabilities, timestamps, events, threshold=threshold,
-                   title=f"{audio_file.name} - {model_description} - {postprocess_method}", classes=classes)
+                   title=f"{audio_file.name} - {model_description} - {postprocess_method}",
+                   class_names=prediction.class_names)
     return result
 
 
@@ -472,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model(s); falls back to eager execution with a warning if it fails")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="10 s windows per forward pass (default: %(default)s)")
     parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
@@ -488,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where model names are looked up (default: %(default)s)")
     parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {DEBUG_ENV}=1)")
     return parser
 
 
@@ -498,6 +557,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         args.model_name or configs.DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    for name in names:  # a checkpoint is a pickle: never downloaded here (configs.refuse_url says how instead)
+        configs.refuse_url(name, "--ensemble" if args.ensemble else "--model_name")
     if not 0.0 <= args.threshold <= 1.0:
         raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
     if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
@@ -522,28 +583,52 @@ def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, st
         bf16 = False
     members = [load_model(name, mode=args.mode, arch=args.arch, num_heads=args.num_heads, embed_pool=args.embed_pool,
                           interpolation_mode=args.interpolation_mode, models_dir=args.models_dir) for name in names]
+    if args.compile:
+        for member in members:
+            compile_in_place(member.model, member.name)
     model = (members[0] if len(members) == 1 else SEDEnsemble(members)).to(device).eval()
     description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
     predictor = None
     if args.postprocess == "csebbs" and args.csebbs_params is not None:
         predictor = postprocess.load_csebbs_predictor(args.csebbs_params, model.class_names)
+    options = dict(model_description=description, postprocess_method=args.postprocess, threshold=args.threshold,
+                   csebbs_predictor=predictor, plot=not args.no_plot)
+    if not args.audio_file.is_dir():
+        (audio_file, relative), = inputs
+        result = process_file(audio_file, args.out / relative, model, hop_seconds=args.hop_seconds,
+                              batch_size=args.batch_size, device=device, bf16=bf16, progress=not args.quiet, **options)
+        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+        return [result], []
+    # Folder: files are read in order and predicted in groups whose windows fill at least one batch, so short
+    # files share forward passes (models.window_batches); unreadable or too-short files are skipped.
     results, failures = [], []
+    group: list[tuple[Path, Path, np.ndarray]] = []
+
+    def flush() -> None:
+        total = sum(num_windows(len(wav), args.hop_seconds) for _, _, wav in group)
+        with tqdm(total=total, desc=f"{len(group)} file(s)", unit="window", disable=args.quiet, leave=False) as bar:
+            predictions = predict_waveforms(model, [wav for _, _, wav in group], hop_seconds=args.hop_seconds,
+                                            batch_size=args.batch_size, device=device, bf16=bf16,
+                                            on_batch=bar.update)
+        for (audio_file, relative, wav), prediction in zip(group, predictions):
+            result = write_outputs(audio_file, args.out / relative, wav, prediction, **options)
+            log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+            results.append(result)
+        group.clear()
+
     for audio_file, relative in inputs:
         try:
-            result = process_file(
-                audio_file, args.out / relative, model, model_description=description,
-                postprocess_method=args.postprocess, threshold=args.threshold, hop_seconds=args.hop_seconds,
-                batch_size=args.batch_size, device=device, bf16=bf16, csebbs_predictor=predictor,
-                progress=not args.quiet, plot=not args.no_plot,
-            )
+            wav = read_audio(audio_file)
+            _check_length(len(wav))
         except (AudioReadError, InferenceError) as e:
-            if not args.audio_file.is_dir():
-                raise
             log.error("skipped %s: %s", audio_file, e)
             failures.append((audio_file, str(e)))
             continue
-        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
-        results.append(result)
+        group.append((audio_file, relative, wav))
+        if sum(num_windows(len(w), args.hop_seconds) for _, _, w in group) >= args.batch_size:
+            flush()
+    if group:
+        flush()
     return results, failures
 
 
@@ -554,7 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, failures = run(args)
     except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     for result in results:
         print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")

@@ -198,7 +198,9 @@ class AudioSetStrong(Block):
     weak_distillation_loss_weight: float = key(0.0, "BCE of the weak head on the weak KD probabilities", min=0)
     atst_checkpoint: str | None = key("atst_as.ckpt", "ATST-Frame weights used when atst_frame.pretrained_name is None")
     beats_checkpoint: str | None = key("beats_as.pt", "BEATs weights used when beats.pretrained_name is None")
-    skip_checkpoint: bool = key(False, "write no checkpoint files")
+    skip_checkpoint: bool = key(False, "write no Lightning checkpoints (the final .pt is still exported)")
+    compile: bool = key(False, "torch.compile of the model in training and validation (eager fallback with one "
+                               "warning)")
     trainer: Trainer = block(Trainer)
     optimizer: Optimizer = block(Optimizer)
     training_strong: TrainingStrong = block(TrainingStrong)

@@ -81,10 +81,20 @@ def predict_long(
     for chunk in windows.split(batch_size):
         logits.append(model(cnn_frontend(chunk), transformer_frontend(chunk), return_strong_logits=True).float())
     logits = torch.cat(logits).reshape(B, len(starts), *logits[0].shape[1:])  # (B, W, F, C)
-    frames_per_window, C = logits.shape[2:]
+    result = overlap_add(logits, starts, N, mel_hop=mel_hop, net_pooling=net_pooling)  # (B, T, C)
+    return result[0] if single else result
 
+
+def overlap_add(logits: torch.Tensor, starts: list[int], num_samples: int, *, mel_hop: int = MEL_HOP,
+                net_pooling: int = NET_POOLING) -> torch.Tensor:
+    """Window logits (B, W, F, C) of windows starting at ``starts`` (samples) -> (B, T, C) on the output grid
+    (``mel_hop`` x ``net_pooling`` samples per frame, 64 ms by default) of a recording of ``num_samples`` samples:
+    the weighted mean of the window frames covering each grid frame."""
+    B, W, frames_per_window, C = logits.shape
+    if W != len(starts):
+        raise ValueError(f"overlap_add: {W} windows of logits but {len(starts)} window starts")
     frame_hop = mel_hop * net_pooling
-    n_out = num_output_frames(N, mel_hop, net_pooling)
+    n_out = num_output_frames(num_samples, mel_hop, net_pooling)
     grid = n_out + frames_per_window + 2  # room for the padded tail; cut at the end
     total = logits.new_zeros(B, grid, C)
     weight = logits.new_zeros(grid)
@@ -100,8 +110,7 @@ def predict_long(
             total.index_add_(1, index, share * logits[:, w])
             weight.index_add_(0, index, torch.full_like(index, share, dtype=weight.dtype))
     weight = weight[:n_out].clamp(min=torch.finfo(weight.dtype).tiny)
-    result = total[:, :n_out] / weight[None, :, None]  # (B, T, C)
-    return result[0] if single else result
+    return total[:, :n_out] / weight[None, :, None]
 
 
-__all__ = ["predict_long", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]
+__all__ = ["predict_long", "overlap_add", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]

@@ -36,6 +36,7 @@ from helpers.training import augment
 from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
 from helpers.training.resume_points import restore_rng_state, rng_state
 from models.audioset_strong import ASStrongModel, ASStrongWaveform
+from models.compile import compile_in_place
 from models.factory import build_transformer_frontend
 from models.registry import arch_spec
 
@@ -66,6 +67,8 @@ class ASStrongSystem(pl.LightningModule):
         self.weights = {key: float(self.config[key]) for key in LOSS_WEIGHT_KEYS}
         if self.weights["weak_supervised_loss_weight"] <= 0 and self.weights["weak_distillation_loss_weight"] <= 0:
             self.net.weak_head.requires_grad_(False)  # no loss reaches it: keep it out of the optimizer (and DDP)
+        if self.config["compile"]:
+            compile_in_place(self.net, "the AudioSet-strong model")
         self.eval_ground_truth = dict(eval_ground_truth or {})
         self.eval_durations = dict(eval_durations or {})
         self.run_info = dict(run_info or {})
@@ -90,7 +93,9 @@ class ASStrongSystem(pl.LightningModule):
 
     def inference_copy(self) -> ASStrongWaveform:
         """A CPU copy of front-end and model (waveform -> strong logits), for THOP's MAC count."""
-        return ASStrongWaveform(copy.deepcopy(self.net).cpu(), copy.deepcopy(self.frontend).cpu(), self.classes)
+        net = copy.deepcopy(self.net).cpu()
+        net._compiled_call_impl = None  # a copy would share the original's compiled call (models.compile)
+        return ASStrongWaveform(net, copy.deepcopy(self.frontend).cpu(), self.classes)
 
     # ------------------------------------------------------------------ training
     def _augment(self, features: Tensor, targets: list[Tensor], weak_targets: list[Tensor], has_kd: Tensor):

@@ -33,6 +33,7 @@ from data_util.datasets import (
     build_eval_set,
     build_train_sets,
 )
+from data_util.preflight import check_run_inputs, config_value
 from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
 from helpers.training.resume_points import ResumePoints
@@ -43,6 +44,7 @@ from helpers.training.run_logging import (
     make_loggers,
     run_metadata,
 )
+from helpers.training.safe_resume import SafeCheckpointIO, check_resume_checkpoint
 from helpers.training.system import SEDSystem
 from helpers.training.validation import TEST_SETS, VAL_SETS, load_eval_sets
 from models.checkpoints import load_pretrained_backbone, safe_load
@@ -57,7 +59,6 @@ LAST_CHECKPOINT = "last"
 RESULTS_FILE = "results.json"  # the test metrics and best checkpoint of a run, next to checkpoints/
 RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
 CPU_PRECISION = "32"
-# Backbone-only checkpoints (config key) used when <arch>.pretrained_name is None.
 
 
 def check_config(config: Mapping, stage: int) -> None:
@@ -75,6 +76,39 @@ def pseudo_label_dir(config: Mapping) -> Path | None:
     return resolve_pseudo_label_dir(config)
 
 
+# ------------------------------------------------------------------------------------------------ pre-flight
+def start_checkpoints(config: Mapping) -> dict[str, str]:
+    """``{config key: name or path}`` of the checkpoint file a run initialises its model from (see
+    :func:`initialise_student`): ``t4_wrapper.model_init_id``, else the backbone file, else nothing."""
+    init_id = config["t4_wrapper"]["model_init_id"]
+    if init_id:
+        return {"t4_wrapper.model_init_id": init_id}
+    key = backbone_checkpoint_key(config)
+    return {key: config_value(config, key)} if key else {}
+
+
+def backbone_checkpoint_key(config: Mapping) -> str | None:
+    """The config key naming the backbone file: ``<arch>.pretrained_name``, else the arch's backbone-only file
+    (``atst_checkpoint`` / ``beats_checkpoint``); None when neither is set (random init)."""
+    arch = config["arch"]
+    if config[arch]["pretrained_name"]:
+        return f"{arch}.pretrained_name"
+    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
+    if ssl_key is not None and config[ssl_key]:
+        return ssl_key
+    return None
+
+
+def preflight(config: Mapping, stage: int, *, training: bool = True, ckpt_path=None):
+    """Check every input of a run before anything is built or written (``data_util.preflight``): the sets it
+    trains on (``training``) and evaluates, pseudo-labels, and the checkpoints it starts from or tests."""
+    checkpoints = start_checkpoints(config) if training else {}
+    if ckpt_path:
+        checkpoints["ckpt_path"] = ckpt_path
+    eval_sets = (set(VAL_SETS) | set(TEST_SETS)) if training else set(TEST_SETS)
+    return check_run_inputs(config, stage, eval_sets=eval_sets, training=training, checkpoints=checkpoints)
+
+
 # ------------------------------------------------------------------------------------------------ model
 def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """(student, teacher or None) for ``stage``.
@@ -90,19 +124,17 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     wrapper = config["t4_wrapper"]
     init_id = wrapper["model_init_id"]
     if init_id:
-        path = resolve_checkpoint(init_id, config["model_path"])
+        path = resolve_checkpoint(init_id, configs.model_dir(config))
         load_sed_checkpoint(student, path, mode="student", config=config)
         teacher = build_model(config)
         load_sed_checkpoint(teacher, path, mode=wrapper["model_init_mode"])
         return student, teacher
     if stage == 2:
         log.warning("stage 2 without t4_wrapper.model_init_id: starting from the backbone weights, not from stage 1")
-    name = config[arch]["pretrained_name"]
-    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
-    if name is None and ssl_key is not None:
-        name = config[ssl_key]
+    key = backbone_checkpoint_key(config)
+    name = config_value(config, key) if key else None
     if name:
-        info = load_pretrained_backbone(student, resolve_checkpoint(name, config["model_path"]), arch)
+        info = load_pretrained_backbone(student, resolve_checkpoint(name, configs.model_dir(config)), arch)
         log.info("backbone initialised from %s (%s)", name, info.source_format)
     else:
         log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
@@ -256,7 +288,9 @@ def make_run_dir(config: Mapping, resume_from: str | None, default_name: str | N
     return run_dir
 
 
-def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) -> pl.Trainer:
+def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list,
+                   checkpoint_io: SafeCheckpointIO | None = None) -> pl.Trainer:
+    """The trainer of a run; every checkpoint it loads goes through ``safe_load`` (``checkpoint_io``)."""
     checkpoint_dir = run_dir / "checkpoints"
     callbacks = [
         ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{epoch}-{step}", monitor=MONITOR, mode="max",
@@ -276,6 +310,7 @@ def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) ->
         # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
         # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    kwargs["plugins"] = [*(kwargs.get("plugins") or []), checkpoint_io or SafeCheckpointIO()]
     return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
 
 
@@ -303,22 +338,30 @@ def train(config: dict, stage: int) -> dict:
     config = plain_config(config)
     check_config(config, stage)
     resume_from = config["ckpt_path"]
+    # Everything the run reads is checked, and its checkpoints are loaded, before the run folder exists.
+    preflight(config, stage, ckpt_path=resume_from)
+    checkpoint_io = SafeCheckpointIO()
+    if resume_from:
+        resume_from = str(resolve_checkpoint(resume_from, configs.model_dir(config)))
+        checkpoint, _ = check_resume_checkpoint(config, resume_from)
+        checkpoint_io = SafeCheckpointIO(preloaded={resume_from: checkpoint})
     pl.seed_everything(int(config.get("seed", config["training"]["seed"])), workers=True)  # Sacred adds "seed"
-    run_dir = make_run_dir(config, resume_from)
-    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     data = T4DataModule(config, stage)
     student, teacher = initialise_student(config, stage)
+    eval_sets = load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS))
+    run_dir = make_run_dir(config, resume_from)
+    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     system = SEDSystem(config, stage, student, teacher=teacher, sub_batch_slices=data.sub_batch_slices(),
-                       eval_sets=load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS)), run_info=run_info)
+                       eval_sets=eval_sets, run_info=run_info)
     # a resumed run writes its metrics next to the first part's instead of replacing them
     csv_version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}" if resume_from else ""
     loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
     try:
-        trainer = _build_trainer(config, stage, run_dir, loggers)
+        trainer = _build_trainer(config, stage, run_dir, loggers, checkpoint_io)
         with warnings.catch_warnings():
             # the data module restores the sampler's mid-epoch position itself (T4DataModule.state_dict)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
-            trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+            trainer.fit(system, datamodule=data, ckpt_path=resume_from, weights_only=True)
         fit_metrics = _float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
         last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
         best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")
@@ -345,14 +388,15 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
     config = plain_config(config)
     check_config(config, stage)
-    path = resolve_checkpoint(ckpt_path, config["model_path"])
+    preflight(config, stage, training=False, ckpt_path=ckpt_path)
+    path = resolve_checkpoint(ckpt_path, configs.model_dir(config))
     student, teacher = build_model(config), build_model(config)
     load_sed_checkpoint(student, path, mode="student", config=config)
     load_sed_checkpoint(teacher, path, mode="teacher")
+    eval_sets = load_eval_sets(config, TEST_SETS)
     run_dir = make_run_dir(config, None)
     run_info = {**run_metadata(stage), "run_dir": str(run_dir), "tested_checkpoint": str(path)}
-    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=load_eval_sets(config, TEST_SETS),
-                       run_info=run_info)
+    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=eval_sets, run_info=run_info)
     data = T4DataModule(config, stage)
     loggers = make_loggers(config, run_dir, run_info)
     try:
@@ -367,4 +411,5 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
 
 
 __all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerStateDataModule",
-           "SamplerEpoch", "load_eval_sets", "trainer_kwargs", "make_run_dir", "write_results", "loader_kwargs"]
+           "SamplerEpoch", "load_eval_sets", "trainer_kwargs", "make_run_dir", "write_results", "loader_kwargs",
+           "preflight", "start_checkpoints"]
