@@ -24,6 +24,11 @@ shapes cannot tell (attention heads of ATST / fPaSST, embedding pooling) from th
 the checkpoint (``hyper_parameters['config']``) when present, else from the released models' settings
 (``models.registry.ARCH_SPECS[arch].wrapper_defaults``; 64-dim attention heads); see ``models.loading``.
 
+AudioSet-strong models (``ex_audioset_strong``'s checkpoints and ``.pt`` exports, PretrainedSED's release files)
+run the same way: their class list (447 AudioSet classes) and 40 ms frames come from the file
+(``models.loading.load_inference_model``); their ``_scores.hdf5`` is in the KD-logit format of
+``data_util.kd_logits`` (windows x classes x 250 frames) instead.
+
 The reference has no inference command; its ``store_predictions`` runs only on the dataset's 10 s clips.
 """
 from __future__ import annotations
@@ -46,7 +51,8 @@ from tqdm import tqdm
 import configs
 from data_util.atomic import atomic_path
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
-from data_util.classes import CLASSES, MEDIAN_WINDOWS
+from data_util.classes import CLASSES
+from data_util.kd_logits import write_strong_kd
 from data_util.prediction_files import write_predictions
 from helpers.errors import DEBUG_ENV, debug_enabled, user_message
 from helpers.evaluation import postprocess
@@ -54,7 +60,7 @@ from models import long_audio, window_batches
 from models.checkpoints import CheckpointError
 from models.compile import compile_in_place
 from models.factory import WaveformSED
-from models.loading import HEAD_DIM, load_sed_model
+from models.loading import HEAD_DIM, load_inference_model
 from models.registry import arch_names
 
 log = logging.getLogger("inference")
@@ -99,6 +105,12 @@ class SEDEnsemble(nn.Module):
         if not members:
             raise InferenceError("an ensemble needs at least one model")
         self.members = nn.ModuleList(members)
+        outputs = {(tuple(m.class_names), m.mel_hop, m.net_pooling) for m in members}
+        if len(outputs) > 1:
+            raise InferenceError("the ensemble's models have different classes or frame rates; ensemble models "
+                                 "trained for the same outputs (all SED models, or all AudioSet-strong models)")
+        self.class_names, self.median_windows = members[0].class_names, members[0].median_windows
+        self.mel_hop, self.net_pooling = members[0].mel_hop, members[0].net_pooling
 
     @property
     def name(self) -> str:
@@ -128,7 +140,7 @@ def load_model(
         overrides["t4_wrapper"] = wrapper
     if num_heads is not None:
         overrides["backbone"] = {"num_heads": num_heads}
-    return load_sed_model(name_or_path, mode=mode, overrides=overrides, model_dir=models_dir)
+    return load_inference_model(name_or_path, mode=mode, overrides=overrides, model_dir=models_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,10 +150,14 @@ def load_model(
 class WaveformPrediction:
     """Strong logits of one recording: overlap-added frames and the per-window logits they came from."""
 
-    frame_logits: np.ndarray  # float32 [T, 27] on the recording's 64 ms grid
-    window_logits: np.ndarray  # float32 [W, 156, 27], one row per 10 s window
+    frame_logits: np.ndarray  # float32 [T, C] on the recording's frame grid (64 ms; AudioSet-strong models 40 ms)
+    window_logits: np.ndarray  # float32 [W, frames, C], one row per 10 s window
     window_starts: list[int]  # samples
     num_samples: int
+    # what the model's outputs are (the SED model's by default): classes, median windows, samples per frame
+    class_names: tuple[str, ...] = CLASSES
+    median_windows: tuple[int, ...] = WaveformSED.median_windows
+    frame_hop_samples: int = long_audio.FRAME_HOP_SAMPLES
 
     @property
     def duration(self) -> float:
@@ -151,7 +167,7 @@ class WaveformPrediction:
     def timestamps(self) -> np.ndarray:
         """[T + 1] frame boundaries in seconds, the last one clipped to the duration."""
         frames = np.arange(len(self.frame_logits) + 1, dtype=np.float64)
-        return np.minimum(frames * long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE, self.duration)
+        return np.minimum(frames * self.frame_hop_samples / SAMPLE_RATE, self.duration)
 
 
 class _WindowRunner(nn.Module):
@@ -192,21 +208,36 @@ def predict_waveform(
 ) -> WaveformPrediction:
     """Strong logits of a mono 16 kHz waveform [N] of any length (sliding 10 s windows, overlap-add)."""
     num_samples = len(wav)
-    _check_length(num_samples)
+    _check_length(num_samples, model)
     runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
     frame_logits = long_audio.predict_long(
         runner, nn.Identity(), nn.Identity(), torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
-        hop_seconds, batch_size=batch_size,
+        hop_seconds, batch_size=batch_size, **_geometry(model),
     )
     starts = long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE))
     return WaveformPrediction(frame_logits=frame_logits.numpy(), window_logits=torch.cat(runner.window_logits).numpy(),
-                              window_starts=starts, num_samples=num_samples)
+                              window_starts=starts, num_samples=num_samples, **_outputs(model))
 
 
-def _check_length(num_samples: int) -> None:
-    if long_audio.num_output_frames(num_samples) < 1:
+def _geometry(model: nn.Module) -> dict:
+    """The model's output frame: ``mel_hop`` x ``net_pooling`` samples (SED models 256 x 4, AudioSet-strong 160 x 4)."""
+    return {"mel_hop": getattr(model, "mel_hop", long_audio.MEL_HOP),
+            "net_pooling": getattr(model, "net_pooling", long_audio.NET_POOLING)}
+
+
+def _outputs(model: nn.Module) -> dict:
+    geometry = _geometry(model)
+    return {"class_names": tuple(getattr(model, "class_names", CLASSES)),
+            "median_windows": tuple(getattr(model, "median_windows", WaveformSED.median_windows)),
+            "frame_hop_samples": geometry["mel_hop"] * geometry["net_pooling"]}
+
+
+def _check_length(num_samples: int, model: nn.Module | None = None) -> None:
+    geometry = _geometry(model)
+    if long_audio.num_output_frames(num_samples, **geometry) < 1:
+        frame_ms = geometry["mel_hop"] * geometry["net_pooling"] / SAMPLE_RATE * 1000
         raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
-                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+                             f"{frame_ms:.0f} ms output frame")
 
 
 def predict_waveforms(
@@ -221,13 +252,14 @@ def predict_waveforms(
 ) -> list[WaveformPrediction]:
     """``predict_waveform`` for several recordings whose windows share batches (folder mode)."""
     for wav in wavs:
-        _check_length(len(wav))
+        _check_length(len(wav), model)
     runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
     recordings = [torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)) for wav in wavs]
     results = window_batches.predict_recordings(lambda windows: runner(windows, windows), recordings, hop_seconds,
-                                                batch_size=batch_size)
+                                                batch_size=batch_size, **_geometry(model))
     return [WaveformPrediction(frame_logits=r.frame_logits.numpy(), window_logits=r.window_logits.numpy(),
-                               window_starts=r.window_starts, num_samples=r.num_samples) for r in results]
+                               window_starts=r.window_starts, num_samples=r.num_samples, **_outputs(model))
+            for r in results]
 
 
 def num_windows(num_samples: int, hop_seconds: float) -> int:
@@ -251,18 +283,18 @@ def window_names(stem: str, prediction: WaveformPrediction) -> list[str]:
 # Post-processing and outputs
 # ---------------------------------------------------------------------------------------------------------
 def frame_probabilities(prediction: WaveformPrediction, method: str) -> np.ndarray:
-    """Sigmoid of the frame logits [T, 27], median-filtered per class when ``method == 'median'``."""
+    """Sigmoid of the frame logits [T, C], median-filtered per class (the model's windows) when ``method == 'median'``."""
     probabilities = torch.sigmoid(torch.from_numpy(prediction.frame_logits)).numpy()
     if method == "median":
-        probabilities = postprocess.median_filter(probabilities, MEDIAN_WINDOWS)
+        probabilities = postprocess.median_filter(probabilities, prediction.median_windows)
     return probabilities
 
 
 def detect_events(probabilities: np.ndarray, timestamps: np.ndarray, method: str, threshold: float,
-                  csebbs_predictor=None) -> list[postprocess.Event]:
+                  csebbs_predictor=None, classes: Sequence[str] = CLASSES) -> list[postprocess.Event]:
     if method == "csebbs":
-        return postprocess.csebbs_events(probabilities, timestamps, CLASSES, threshold, csebbs_predictor)
-    return postprocess.threshold_events(probabilities, timestamps, CLASSES, threshold)
+        return postprocess.csebbs_events(probabilities, timestamps, classes, threshold, csebbs_predictor)
+    return postprocess.threshold_events(probabilities, timestamps, classes, threshold)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -281,10 +313,11 @@ def write_events_tsv(path: Path, events: Sequence[postprocess.Event]) -> None:
     _atomic_write(path, write)
 
 
-def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray) -> None:
+def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray,
+                     classes: Sequence[str] = CLASSES) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\t".join(["onset", "offset", *CLASSES]) + "\n")
+            f.write("\t".join(["onset", "offset", *classes]) + "\n")
             for t, row in enumerate(probabilities):
                 values = "\t".join(f"{p:.6f}" for p in row)
                 f.write(f"{timestamps[t]:.3f}\t{timestamps[t + 1]:.3f}\t{values}\n")
@@ -293,17 +326,23 @@ def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarr
 
 
 def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
+    if prediction.class_names != CLASSES:  # AudioSet-strong models: the KD-logit format (windows, classes, frames)
+        write_strong_kd(path, window_names(stem, prediction), prediction.window_logits.transpose(0, 2, 1),
+                        classes=prediction.class_names, model=model_description,
+                        frame_hop=prediction.frame_hop_samples / SAMPLE_RATE)
+        return
     write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
                       extra_attrs={"duration": prediction.duration,
                                    "window_hop": float(np.diff(prediction.window_starts).min() / SAMPLE_RATE)
                                    if len(prediction.window_starts) > 1 else 0.0})
 
 
-def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event]) -> list[int]:
+def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event],
+                 classes: Sequence[str] = CLASSES) -> list[int]:
     """Class indices to plot: those with events, topped up to PLOT_MIN_CLASSES by peak probability, at most
     PLOT_MAX_CLASSES (highest peaks first)."""
     peaks = probabilities.max(axis=0)
-    with_events = {CLASSES.index(label) for _, _, label, _ in events}
+    with_events = {list(classes).index(label) for _, _, label, _ in events}
     by_peak = [int(c) for c in np.argsort(-peaks, kind="stable")]
     chosen = [c for c in by_peak if c in with_events]
     chosen += [c for c in by_peak if c not in with_events][: max(0, PLOT_MIN_CLASSES - len(chosen))]
@@ -320,13 +359,15 @@ def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamps: np.ndarray,
-               events: Sequence[postprocess.Event], *, threshold: float, title: str) -> None:
+               events: Sequence[postprocess.Event], *, threshold: float, title: str,
+               class_names: Sequence[str] = CLASSES) -> None:
     """Spectrogram (top), probability curves of the active classes (middle), detected events (bottom)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib only for --plot
     from matplotlib.figure import Figure  # lazy: matplotlib only for --plot
 
     duration = len(wav) / SAMPLE_RATE
-    classes = plot_classes(probabilities, events)
+    names = list(class_names)
+    classes = plot_classes(probabilities, events, names)
     colors = [f"C{i % PLOT_MAX_CLASSES}" for i in range(len(classes))]  # matplotlib's 10-colour cycle
     width = min(PLOT_MAX_WIDTH, max(PLOT_MIN_WIDTH, PLOT_MIN_WIDTH + duration / PLOT_SECONDS_PER_EXTRA_INCH))
     event_rows = max(1, len(classes))
@@ -344,7 +385,7 @@ def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamp
 
     centres = (timestamps[:-1] + timestamps[1:]) / 2
     for color, c in zip(colors, classes):
-        prob_ax.plot(centres, probabilities[:, c], color=color, linewidth=1.2, label=CLASSES[c])
+        prob_ax.plot(centres, probabilities[:, c], color=color, linewidth=1.2, label=names[c])
     prob_ax.axhline(threshold, color="0.4", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     prob_ax.set_ylim(0.0, 1.02)
     prob_ax.set_ylabel("probability")
@@ -353,10 +394,10 @@ def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamp
 
     row_of = {c: row for row, c in enumerate(classes)}
     for onset, offset, label, _ in events:
-        c = CLASSES.index(label)
+        c = names.index(label)
         if c in row_of:
             event_ax.broken_barh([(onset, offset - onset)], (row_of[c] - 0.4, 0.8), color=colors[row_of[c]])
-    event_ax.set_yticks(range(len(classes)), [CLASSES[c] for c in classes], fontsize=9)
+    event_ax.set_yticks(range(len(classes)), [names[c] for c in classes], fontsize=9)
     event_ax.set_ylim(-0.6, event_rows - 0.4)
     event_ax.invert_yaxis()
     event_ax.set_xlim(0.0, duration)
@@ -420,16 +461,18 @@ def write_outputs(audio_file: Path, out_dir: Path, wav: np.ndarray, prediction: 
     stem = audio_file.stem
     probabilities = frame_probabilities(prediction, postprocess_method)
     timestamps = prediction.timestamps
-    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor)
+    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor,
+                           prediction.class_names)
     result = FileResult(audio_file=audio_file, out_dir=out_dir, events_tsv=out_dir / f"{stem}_events.tsv",
                         scores_tsv=out_dir / f"{stem}_scores.tsv", scores_hdf5=out_dir / f"{stem}_scores.hdf5",
                         plot=out_dir / f"{stem}.png", duration=prediction.duration, num_events=len(events))
     write_events_tsv(result.events_tsv, events)
-    write_scores_tsv(result.scores_tsv, probabilities, timestamps)
+    write_scores_tsv(result.scores_tsv, probabilities, timestamps, prediction.class_names)
     write_scores_hdf5(result.scores_hdf5, stem, prediction, model_description)
     if plot:
         write_plot(result.plot, wav, probabilities, timestamps, events, threshold=threshold,
-                   title=f"{audio_file.name} - {model_description} - {postprocess_method}")
+                   title=f"{audio_file.name} - {model_description} - {postprocess_method}",
+                   class_names=prediction.class_names)
     return result
 
 
@@ -547,7 +590,7 @@ def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, st
     description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
     predictor = None
     if args.postprocess == "csebbs" and args.csebbs_params is not None:
-        predictor = postprocess.load_csebbs_predictor(args.csebbs_params, CLASSES)
+        predictor = postprocess.load_csebbs_predictor(args.csebbs_params, model.class_names)
     options = dict(model_description=description, postprocess_method=args.postprocess, threshold=args.threshold,
                    csebbs_predictor=predictor, plot=not args.no_plot)
     if not args.audio_file.is_dir():

@@ -85,7 +85,7 @@ def resolve_resource(name_or_path: str | os.PathLike, folder: Path, suffixes: tu
     )
 
 
-def _folder_key(config, key: str, default: Path) -> Path:
+def folder_key(config, key: str, default: Path) -> Path:
     """A folder key's path; a leading ``{base_path}`` stands for the resolved dataset root (``dataset_root``)."""
     value = config.get(key)
     if value in (None, ""):
@@ -103,22 +103,22 @@ def dataset_root(config) -> Path:
 
 def resources_dir(config) -> Path:
     """``resources_path``: the data-side resources (external-strong splits, exclude lists, impulse responses)."""
-    return _folder_key(config, "resources_path", RESOURCES_DIR)
+    return folder_key(config, "resources_path", RESOURCES_DIR)
 
 
 def model_dir(config) -> Path:
     """``model_path``: where checkpoint names are looked up (None: ``resources/pretrained_models``)."""
-    return _folder_key(config, "model_path", PRETRAINED_MODELS_DIR)
+    return folder_key(config, "model_path", PRETRAINED_MODELS_DIR)
 
 
 def output_dir(config) -> Path:
     """``output_path``: where ``store_predictions`` writes (None: ``resources/predictions``)."""
-    return _folder_key(config, "output_path", PREDICTIONS_DIR)
+    return folder_key(config, "output_path", PREDICTIONS_DIR)
 
 
 def preds_dir(config) -> Path:
     """``preds_path``: where ensemble / eval / pseudo-label names are looked up (None: ``resources/predictions``)."""
-    return _folder_key(config, "preds_path", PREDICTIONS_DIR)
+    return folder_key(config, "preds_path", PREDICTIONS_DIR)
 
 
 # --------------------------------------------------------------------------------------------------------------------

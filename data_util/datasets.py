@@ -257,18 +257,20 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------------------------------
 # Waveform-level augmentation wrappers
 # --------------------------------------------------------------------------------------------------
-class MixupDataset(Dataset):
-    """Waveform mixup inside one (training) set, with probability ``p`` per sample.
+def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam · first + (1 − lam) · second`` of the DC-free waveforms, DC removed again (float32)."""
+    # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
+    a, b = first.numpy(), second.numpy()
+    audio = lam * (a - a.mean()) + (1.0 - lam) * (b - b.mean())
+    return torch.from_numpy((audio - audio.mean()).astype(np.float32))
 
-    Partner: a uniformly drawn sample of the same dataset; coefficient ``l ~ Beta(0.2, 0.2)``,
-    ``l = max(l, 1 - l)`` (the sample stays dominant); both waveforms and the mixture have their DC removed.
-    ``strong`` and ``pseudo`` mix with the same ``l``; ``weak`` is recomputed as the max over time of the
-    mixed ``strong`` for strongly labelled clips, else mixed linearly; ``mask`` is the union of both masks
-    and ``has_pseudo`` the conjunction. The reference also linearly mixed the class-mask slot (its tuple
-    position 4, which it believed held weak pseudo-labels); equal masks made that harmless, we take the union.
-    """
 
-    def __init__(self, dataset: Dataset, p: float = 0.5, alpha: float = MIXUP_BETA_ALPHA):
+class WaveformMixDataset(Dataset):
+    """Waveform mixing inside one training set: with probability ``p`` a sample is mixed with a uniformly drawn
+    partner of the same dataset, ``l ~ Beta(alpha, alpha)``, ``l = max(l, 1 - l)`` (the sample stays dominant),
+    waveforms by :func:`mix_waveforms`; subclasses mix the labels (:meth:`mix_labels`)."""
+
+    def __init__(self, dataset: Dataset, p: float, alpha: float):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"wavmix probability must be in [0, 1], got {p}")
         self.dataset = dataset
@@ -285,11 +287,30 @@ class MixupDataset(Dataset):
         partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
         lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
         lam = max(lam, 1.0 - lam)
-        # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
-        first, second = sample["audio"].numpy(), partner["audio"].numpy()
-        audio = lam * (first - first.mean()) + (1.0 - lam) * (second - second.mean())
         mixed = dict(sample)
-        mixed["audio"] = torch.from_numpy((audio - audio.mean()).astype(np.float32))
+        mixed["audio"] = mix_waveforms(sample["audio"], partner["audio"], lam)
+        self.mix_labels(mixed, sample, partner, lam)
+        return mixed
+
+    def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
+        raise NotImplementedError
+
+
+class MixupDataset(WaveformMixDataset):
+    """Waveform mixup inside one (training) set, with probability ``p`` per sample.
+
+    Partner: a uniformly drawn sample of the same dataset; coefficient ``l ~ Beta(0.2, 0.2)``,
+    ``l = max(l, 1 - l)`` (the sample stays dominant); both waveforms and the mixture have their DC removed.
+    ``strong`` and ``pseudo`` mix with the same ``l``; ``weak`` is recomputed as the max over time of the
+    mixed ``strong`` for strongly labelled clips, else mixed linearly; ``mask`` is the union of both masks
+    and ``has_pseudo`` the conjunction. The reference also linearly mixed the class-mask slot (its tuple
+    position 4, which it believed held weak pseudo-labels); equal masks made that harmless, we take the union.
+    """
+
+    def __init__(self, dataset: Dataset, p: float = 0.5, alpha: float = MIXUP_BETA_ALPHA):
+        super().__init__(dataset, p, alpha)
+
+    def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
         mixed["strong"] = lam * sample["strong"] + (1.0 - lam) * partner["strong"]
         if sample["strong"].any() or partner["strong"].any():
             mixed["weak"] = mixed["strong"].amax(dim=1)
@@ -298,7 +319,6 @@ class MixupDataset(Dataset):
         mixed["pseudo"] = lam * sample["pseudo"] + (1.0 - lam) * partner["pseudo"]
         mixed["has_pseudo"] = bool(sample["has_pseudo"] and partner["has_pseudo"])
         mixed["mask"] = sample["mask"] | partner["mask"]
-        return mixed
 
 
 def load_impulse_responses(dirs_dir: str | os.PathLike) -> list[torch.Tensor]:

@@ -554,16 +554,18 @@ class BackboneLoadInfo:
 
 
 def load_backbone(
-    backbone: nn.Module, path: str | os.PathLike, arch: str, head: nn.Module | None = None
+    backbone: nn.Module, path: str | os.PathLike, arch: str, head: nn.Module | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> BackboneLoadInfo:
     """Initialise a backbone (and optionally the SED model's 527-class AudioSet head) from a foreign file.
 
     ``backbone`` is the transformer module (``as_model.model`` of the SED model); ``head`` is
     ``as_model.head_linear_layer`` or None (BEATs without wrapper). The backbone is loaded strictly,
     except keys of blocks removed by ``drop_top_layers`` and the optional BEATs ``predictor``; the head is
-    loaded strictly when the file has one, else it keeps its initial value (logged).
+    loaded strictly when the file has one, else it keeps its initial value (logged). ``checkpoint``: the file's
+    content when the caller has read it already (``safe_load(path)``).
     """
-    checkpoint = safe_load(path)
+    checkpoint = safe_load(path) if checkpoint is None else checkpoint
     source_format, converted = convert_backbone_checkpoint(checkpoint, arch)
     backbone_sd = {k[len(BACKBONE_PREFIX):]: v for k, v in converted.items() if k.startswith(BACKBONE_PREFIX)}
     head_sd = {k[len(HEAD_PREFIX):]: v for k, v in converted.items() if k.startswith(HEAD_PREFIX)}

@@ -13,9 +13,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from models.mel import CNNMel
 from models.registry import WRAPPER_INIT_KEYS, arch_spec, split_wrapper_config
 from models.sed_model import SEDModel
+
+CNN_MEL_HOP = 256  # samples per CNN mel frame
+CNN_NET_POOLING = 4  # CNN mel frames per output frame (64 ms)
 
 
 def _module(arch: str):
@@ -53,8 +57,17 @@ def create_frontends(arch: str, *, mel: Mapping[str, Any] | None = None, scaler:
     keywords go to the arch's ``build_frontend`` (e.g. the ``passt_mel`` block for fPaSST).
     """
     cnn_mel = CNNMel(**dict(mel or {}), **dict(scaler or {}))
-    transformer_frontend = _module(arch).build_frontend(**transformer_frontend_cfg)
-    return cnn_mel, transformer_frontend
+    return cnn_mel, create_transformer_frontend(arch, **transformer_frontend_cfg)
+
+
+def create_transformer_frontend(arch: str, **frontend_cfg) -> nn.Module:
+    """The transformer's own front-end (waveform -> features), from the arch's ``build_frontend``."""
+    return _module(arch).build_frontend(**frontend_cfg)
+
+
+def build_transformer_frontend(config: Mapping) -> nn.Module:
+    """The transformer front-end of ``config["arch"]`` with the config's settings (``passt_mel`` for fPaSST)."""
+    return create_transformer_frontend(config["arch"], **arch_spec(config["arch"]).frontend_kwargs(config))
 
 
 def backbone_kwargs(config: Mapping) -> dict:
@@ -73,16 +86,23 @@ def build_model(config: Mapping) -> SEDModel:
 
 def build_frontends(config: Mapping) -> tuple[CNNMel, nn.Module]:
     """(CNN-branch mel, transformer front-end) of ``config["arch"]``."""
-    frontend_kwargs = arch_spec(config["arch"]).frontend_kwargs(config)
-    return create_frontends(config["arch"], mel=config["mel"], scaler=config["scaler"], **frontend_kwargs)
+    cnn_mel = CNNMel(**dict(config["mel"]), **dict(config["scaler"]))
+    return cnn_mel, build_transformer_frontend(config)
 
 
 class WaveformSED(nn.Module):
     """A SED model with its two front-ends: waveforms [B, N] at 16 kHz -> strong logits [B, frames, nclass].
 
     The front-ends disable autocast themselves (float32 features, as in training). ``name`` says where the
-    weights came from (a checkpoint's stem, or "" for a fresh model).
+    weights came from (a checkpoint's stem, or "" for a fresh model). ``class_names``, ``median_windows`` and the
+    frame geometry (``mel_hop`` x ``net_pooling`` samples per output frame) describe the outputs for the inference
+    CLI (``models.audioset_strong.ASStrongWaveform`` has the same attributes).
     """
+
+    class_names = CLASSES
+    median_windows = MEDIAN_WINDOWS
+    mel_hop = CNN_MEL_HOP
+    net_pooling = CNN_NET_POOLING
 
     def __init__(self, model: SEDModel, cnn_frontend: nn.Module, transformer_frontend: nn.Module, name: str = ""):
         super().__init__()
@@ -105,5 +125,5 @@ def build_waveform_model(config: Mapping, name: str = "") -> WaveformSED:
     return model
 
 
-__all__ = ["create_backbone", "create_model", "create_frontends", "backbone_kwargs", "build_model", "build_frontends",
-           "WaveformSED", "build_waveform_model"]
+__all__ = ["create_backbone", "create_model", "create_frontends", "create_transformer_frontend", "backbone_kwargs",
+           "build_model", "build_frontends", "build_transformer_frontend", "WaveformSED", "build_waveform_model"]

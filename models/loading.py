@@ -116,6 +116,18 @@ def detect_arch(state_dict: Mapping[str, Any], source: str = "checkpoint") -> st
     return found[0]
 
 
+def backbone_shape_settings(backbone_state_dict: Mapping[str, Any], arch: str) -> dict:
+    """``<arch>`` config values the shapes of a backbone state dict (its own keys) show: width, blocks present, MLP
+    ratio and, where visible (BEATs), attention heads."""
+    spec = arch_spec(arch)
+    embed_dim = int(backbone_state_dict[spec.embed_dim_key].shape[-1])
+    backbone = {"embed_dim": embed_dim, "depth": _count(backbone_state_dict, "^" + spec.block_pattern),
+                "mlp_ratio": backbone_state_dict[spec.mlp_in_key].shape[0] / embed_dim}
+    if spec.heads_key is not None:
+        backbone["num_heads"] = int(backbone_state_dict[spec.heads_key].shape[1])
+    return backbone
+
+
 def shape_settings(state_dict: Mapping[str, Any], arch: str, source: str = "checkpoint") -> dict:
     """What the shapes of a SED state dict of ``arch`` show, as config values: ``{arch: {...}, "t4_wrapper": {...}}``.
 
@@ -127,11 +139,9 @@ def shape_settings(state_dict: Mapping[str, Any], arch: str, source: str = "chec
     if missing:
         raise CheckpointError(f"{source}: not a complete {arch} SED model: the state dict lacks {missing} "
                               "(a backbone-only, truncated or foreign file?)")
-    embed_dim = int(state_dict[BACKBONE + spec.embed_dim_key].shape[-1])
-    backbone = {"embed_dim": embed_dim, "depth": _count(state_dict, "^" + re.escape(BACKBONE) + spec.block_pattern),
-                "mlp_ratio": state_dict[BACKBONE + spec.mlp_in_key].shape[0] / embed_dim}
-    if spec.heads_key is not None:
-        backbone["num_heads"] = int(state_dict[BACKBONE + spec.heads_key].shape[1])
+    backbone = backbone_shape_settings({k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)},
+                                       arch)
+    embed_dim = backbone["embed_dim"]
     wrapper = {
         "nclass": int(state_dict["dense.weight"].shape[0]),
         "n_in_channel": int(state_dict["cnn.cnn.conv0.weight"].shape[1]),
@@ -289,6 +299,24 @@ def _warn_name_mismatch(path: Path, arch: str) -> None:
                         path, name, arch, arch)
 
 
+def load_inference_model(source: str | os.PathLike, *, mode: str = "student", overrides: Mapping | None = None,
+                         model_dir: str | os.PathLike | None = None):
+    """The model a file holds, whatever it is: a SED checkpoint (:func:`load_sed_model`, 27 classes) or an
+    AudioSet-strong model (``models.audioset_strong``: a training checkpoint of ``ex_audioset_strong``, its ``.pt``
+    export or a PretrainedSED release file, 447 classes). Both wrappers map waveforms to strong logits and carry
+    ``class_names``, ``median_windows`` and their frame geometry."""
+    # lazy: models.audioset_strong builds on this module (resolve_checkpoint), so it is imported at call time
+    from models.audioset_strong import as_strong_model_from_checkpoint, is_as_strong_file
+
+    path = resolve_checkpoint(source, model_dir)
+    checkpoint = safe_load(path)
+    if is_as_strong_file(checkpoint):
+        if overrides:
+            log.warning("%s is an AudioSet-strong model: the SED overrides %s do not apply", path, dict(overrides))
+        return as_strong_model_from_checkpoint(checkpoint, path)
+    return _sed_model_from_checkpoint(checkpoint, path, mode=mode, overrides=overrides)
+
+
 def load_sed_model(source: str | os.PathLike, *, mode: str = "student", config: Mapping | None = None,
                    overrides: Mapping | None = None, model_dir: str | os.PathLike | None = None) -> WaveformSED:
     """Build the model a SED checkpoint holds and load its ``mode`` weights strictly (one read of the file).
@@ -297,7 +325,11 @@ def load_sed_model(source: str | os.PathLike, *, mode: str = "student", config: 
     ``overrides``: see :func:`checkpoint_config`. Returns the waveform -> strong-logits wrapper in eval mode.
     """
     path = resolve_checkpoint(source, model_dir)
-    checkpoint = safe_load(path)
+    return _sed_model_from_checkpoint(safe_load(path), path, mode=mode, config=config, overrides=overrides)
+
+
+def _sed_model_from_checkpoint(checkpoint: Mapping[str, Any], path: Path, *, mode: str, config: Mapping | None = None,
+                               overrides: Mapping | None = None) -> WaveformSED:
     state_dict = sed_state_dict(checkpoint, mode, source=str(path))
     resolved = checkpoint_config(state_dict, stored=stored_config(checkpoint), overrides=overrides, config=config,
                                  source=str(path))
@@ -314,5 +346,5 @@ def load_sed_model(source: str | os.PathLike, *, mode: str = "student", config: 
 
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointNotFoundError", "available_checkpoints", "resolve_checkpoint",
-           "stored_config", "detect_arch", "shape_settings", "check_fits", "checkpoint_config", "load_sed_weights",
-           "load_sed_checkpoint", "load_sed_model"]
+           "stored_config", "detect_arch", "backbone_shape_settings", "shape_settings", "check_fits", "checkpoint_config", "load_sed_weights",
+           "load_sed_checkpoint", "load_sed_model", "load_inference_model"]

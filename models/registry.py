@@ -57,6 +57,9 @@ class ArchSpec:
     tokens_10s: int = 0  # backbone tokens for 10 s
     token_hop_s: float = 0.0  # seconds per token (per time step for BEATs' 8 frequency tokens)
     embed_dim: int = 768
+    # -- AudioSet-strong checkpoints in PretrainedSED's layout (models.audioset_strong)
+    pretrainedsed_prefix: str = "model."  # backbone key k is stored as <prefix>k in its release files
+    pretrainedsed_name: str = ""  # the model's name in its release files (<name>_{ssl,weak,strong_1}.pt)
 
 
 ARCH_SPECS: dict[str, ArchSpec] = {
@@ -81,6 +84,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         frontend_frames_10s=1001,
         tokens_10s=250,
         token_hop_s=0.04,
+        pretrainedsed_name="ATST-F",
     ),
     "fpasst": ArchSpec(
         module="models.fpasst",
@@ -100,6 +104,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         frontend_frames_10s=1000,
         tokens_10s=250,
         token_hop_s=0.04,
+        pretrainedsed_name="fpasst",
     ),
     "beats": ArchSpec(
         module="models.beats",
@@ -119,6 +124,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         frontend_frames_10s=998,
         tokens_10s=496,  # 62 time steps x 8 frequency bands, time-major (index 8*t + f)
         token_hop_s=0.16,
+        pretrainedsed_prefix="model.model.",  # its BEATs wrapper holds the official model as ``model``
+        pretrainedsed_name="BEATs",
     ),
 }
 ARCHS = tuple(ARCH_SPECS)  # the built-in architectures (configs.t4.ARCHS names the same three)

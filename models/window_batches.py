@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from models.long_audio import SAMPLE_RATE, WINDOW_SECONDS, overlap_add, window_starts
+from models.long_audio import MEL_HOP, NET_POOLING, SAMPLE_RATE, WINDOW_SECONDS, overlap_add, window_starts
 
 
 @dataclasses.dataclass
@@ -39,9 +39,12 @@ def predict_recordings(
     batch_size: int = 16,
     window_seconds: float = WINDOW_SECONDS,
     sample_rate: int = SAMPLE_RATE,
+    mel_hop: int = MEL_HOP,
+    net_pooling: int = NET_POOLING,
 ) -> list[RecordingLogits]:
     """Strong logits of each waveform (N_i,) in ``recordings``; ``run_windows`` maps windows (W, window) to
-    float logits (W, frames, C) and sees at most ``batch_size`` windows per call, in recording order."""
+    float logits (W, frames, C) and sees at most ``batch_size`` windows per call, in recording order.
+    ``mel_hop`` x ``net_pooling`` samples make one output frame (``long_audio.predict_long``)."""
     if hop_seconds <= 0 or hop_seconds > window_seconds:
         raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds={window_seconds}]")
     if batch_size < 1:
@@ -62,7 +65,7 @@ def predict_recordings(
     for wav, starts in zip(recordings, starts_per_recording):
         own = logits[first:first + len(starts)]
         first += len(starts)
-        frame_logits = overlap_add(own[None], starts, len(wav))[0]
+        frame_logits = overlap_add(own[None], starts, len(wav), mel_hop=mel_hop, net_pooling=net_pooling)[0]
         results.append(RecordingLogits(frame_logits, own, starts, len(wav)))
     return results
 

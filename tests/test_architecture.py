@@ -34,11 +34,11 @@ LAYERS = (
     ("helpers.training", "helpers.predictions"),
     ("helpers.errors", "helpers.resource_checks"),
     ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check"),
-    ("ex_stage1", "ex_stage2", "inference", "download_resources"),
+    ("ex_stage1", "ex_stage2", "ex_audioset_strong", "inference", "download_resources"),
     ("bench",),
 )
-PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "inference",
-                 "download_resources", "bench"}
+PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "ex_audioset_strong",
+                 "inference", "download_resources", "bench"}
 LAZY_MARK = "# lazy:"
 
 

@@ -20,12 +20,17 @@ def test_docs_key_table_equals_the_schema():
 
 def test_stale_docs_are_detected(tmp_path):
     doc = tmp_path / "CONFIG.md"
-    table = docs.tables()["t4"]
-    doc.write_text(f"<!-- keys:t4:begin -->\n{table}<!-- keys:t4:end -->\n")
+    tables = docs.tables()
+    table = tables["t4"]
+    others = "".join(f"<!-- keys:{name}:begin -->\n{text}<!-- keys:{name}:end -->\n" for name, text in tables.items()
+                     if name != "t4")
+    doc.write_text(f"<!-- keys:t4:begin -->\n{table}<!-- keys:t4:end -->\n{others}")
     assert docs.stale_tables(doc) == []
     doc.write_text(f"<!-- keys:t4:begin -->\n{table.replace('`(12, 10, 10, 20, 20)`', '`(1, 1, 1, 1, 1)`')}"
-                   "<!-- keys:t4:end -->\n")
+                   f"<!-- keys:t4:end -->\n{others}")
     assert docs.stale_tables(doc) == ["t4"]
+    doc.write_text(f"<!-- keys:t4:begin -->\n{table}<!-- keys:t4:end -->\n")
+    assert docs.stale_tables(doc) == [name for name in tables if name != "t4"]  # a missing table is stale too
 
 
 def test_every_key_is_documented_once_with_a_type():

@@ -102,9 +102,10 @@ def run_metadata(stage: int) -> dict[str, Any]:
 class EnergyCallback(pl.Callback):
     """CodeCarbon energy of training and testing (CSV files in ``output_dir``), logged in kWh; never fatal."""
 
-    def __init__(self, output_dir: Path, stage: int):
+    def __init__(self, output_dir: Path, stage: int | str, project_name: str | None = None):
         self.output_dir = Path(output_dir)
         self.stage = stage
+        self.project_name = project_name or f"DCASE Task 4 Stage {stage}"
         self._trackers: dict[str, Any] = {}
 
     def _start(self, phase: str, trainer: pl.Trainer) -> None:
@@ -116,7 +117,7 @@ class EnergyCallback(pl.Callback):
             self.output_dir.mkdir(parents=True, exist_ok=True)
             gpu_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             tracker = OfflineEmissionsTracker(
-                project_name=f"DCASE Task 4 Stage {self.stage}{', Test' if phase == 'test' else ''}",
+                project_name=f"{self.project_name}{', Test' if phase == 'test' else ''}",
                 output_dir=str(self.output_dir), output_file=f"emissions_stage{self.stage}_{phase}.csv",
                 country_iso_code=CODECARBON_COUNTRY, log_level="error", gpu_ids=gpu_ids, save_to_file=True)
             tracker.start()
@@ -154,9 +155,17 @@ class EnergyCallback(pl.Callback):
 
 
 def count_macs(pl_module) -> tuple[float, int] | None:
-    """(MACs, parameters) of the student (front-ends included) for one 10 s clip with THOP, or None."""
+    """(MACs, parameters) of the student (front-ends included) for one 10 s clip with THOP, or None.
+
+    A system with an ``inference_copy()`` method (waveform -> outputs, a CPU copy) is measured through it."""
     try:
         import thop  # lazy: optional (a missing thop is a warning)
+
+        if hasattr(pl_module, "inference_copy"):
+            module = pl_module.inference_copy().eval()
+            with torch.no_grad():
+                macs, _ = thop.profile(module, inputs=(torch.zeros(1, CLIP_SAMPLES_10S),), verbose=False)
+            return float(macs), int(sum(p.numel() for p in module.parameters()))
 
         class _Inference(torch.nn.Module):
             def __init__(self, system):

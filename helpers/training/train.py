@@ -142,7 +142,7 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _loader_kwargs(num_workers: int, seed: int = 0) -> dict:
+def loader_kwargs(num_workers: int, seed: int = 0) -> dict:
     """DataLoader options. Each loader draws its workers' base seed from its own generator, not from torch's
     global RNG, so creating a loader (every epoch, after a resume, for validation) never shifts the
     augmentation draws of the training steps."""
@@ -150,61 +150,20 @@ def _loader_kwargs(num_workers: int, seed: int = 0) -> dict:
             "generator": torch.Generator().manual_seed(seed)}
 
 
-class T4DataModule(pl.LightningDataModule):
-    """Training batches from the multi-set sampler; validation and test sets as single concatenated loaders.
+class SamplerStateDataModule(pl.LightningDataModule):
+    """A data module whose resumable batch sampler (``self.sampler``: ``state_dict`` / ``load_state_dict`` /
+    ``set_epoch``) is part of the checkpoint, so a run resumed mid-epoch continues with the same batches.
+    Subclasses create ``self.sampler`` in ``train_dataloader`` and call :meth:`_restore_pending_state` after."""
 
-    The sampler shards by the trainer's rank (Lightning's distributed sampler must be off:
-    ``use_distributed_sampler=False``); its position is part of the checkpoint (``state_dict``).
-    """
-
-    def __init__(self, config: Mapping, stage: int):
+    def __init__(self):
         super().__init__()
-        self.config = config
-        self.stage = stage
-        self.root, self.resources = configs.dataset_root(config), configs.resources_dir(config)
-        self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
-        self.sampler: MultiSetBatchSampler | None = None
+        self.sampler = None
         self._pending_sampler_state: dict | None = None
-        self._train_set = None
 
-    def sub_batch_slices(self) -> dict[str, slice]:
-        bounds = [0]
-        for size in self.batch_sizes:
-            bounds.append(bounds[-1] + size)
-        return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
-
-    def _eval_set(self, name: str):
-        v = self.config["validation"]
-        return build_eval_set(name, self.root, self.resources, weak_split=v["weak_split"],
-                              maestro_split=v["maestro_split"], seed=v["seed"],
-                              skip_unreadable=bool(self.config["training"]["skip_unreadable"]))
-
-    def train_dataloader(self) -> DataLoader:
-        if self._train_set is None:
-            training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
-            sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
-            self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
-                sets, self.batch_sizes, seed=int(self.config["training"]["seed"]),
-                rank=self.trainer.global_rank if self.trainer else 0,
-                world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
-            if self._pending_sampler_state is not None:
-                self.sampler.load_state_dict(self._pending_sampler_state)
-                self._pending_sampler_state = None
-        workers = int(self.config["training"]["num_workers"])
-        return DataLoader(self._train_set, batch_sampler=self.sampler,
-                          **_loader_kwargs(workers, int(self.config["training"]["seed"])))
-
-    def _concat_loader(self, names, block: str) -> DataLoader:
-        cfg = self.config[block]
-        dataset = ConcatDataset([self._eval_set(n) for n in names])
-        return DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
-                          **_loader_kwargs(int(cfg["num_workers"])))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._concat_loader(VAL_SETS, "validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._concat_loader(TEST_SETS, "test")
+    def _restore_pending_state(self) -> None:
+        if self._pending_sampler_state is not None:
+            self.sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
 
     def state_dict(self) -> dict:
         """The sampler's position; a finished epoch (all batches or ``limit_train_batches``) is saved as the
@@ -233,6 +192,58 @@ class T4DataModule(pl.LightningDataModule):
             self._pending_sampler_state = sampler_state
 
 
+class T4DataModule(SamplerStateDataModule):
+    """Training batches from the multi-set sampler; validation and test sets as single concatenated loaders.
+
+    The sampler shards by the trainer's rank (Lightning's distributed sampler must be off:
+    ``use_distributed_sampler=False``); its position is part of the checkpoint (``state_dict``).
+    """
+
+    def __init__(self, config: Mapping, stage: int):
+        super().__init__()
+        self.config = config
+        self.stage = stage
+        self.root, self.resources = configs.dataset_root(config), configs.resources_dir(config)
+        self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
+        self._train_set = None
+
+    def sub_batch_slices(self) -> dict[str, slice]:
+        bounds = [0]
+        for size in self.batch_sizes:
+            bounds.append(bounds[-1] + size)
+        return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
+
+    def _eval_set(self, name: str):
+        v = self.config["validation"]
+        return build_eval_set(name, self.root, self.resources, weak_split=v["weak_split"],
+                              maestro_split=v["maestro_split"], seed=v["seed"],
+                              skip_unreadable=bool(self.config["training"]["skip_unreadable"]))
+
+    def train_dataloader(self) -> DataLoader:
+        if self._train_set is None:
+            training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
+            sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
+            self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
+                sets, self.batch_sizes, seed=int(self.config["training"]["seed"]),
+                rank=self.trainer.global_rank if self.trainer else 0,
+                world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
+            self._restore_pending_state()
+        workers = int(self.config["training"]["num_workers"])
+        return DataLoader(self._train_set, batch_sampler=self.sampler,
+                          **loader_kwargs(workers, int(self.config["training"]["seed"])))
+
+    def _concat_loader(self, names, block: str) -> DataLoader:
+        cfg = self.config[block]
+        dataset = ConcatDataset([self._eval_set(n) for n in names])
+        return DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
+                          **loader_kwargs(int(cfg["num_workers"])))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._concat_loader(VAL_SETS, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._concat_loader(TEST_SETS, "test")
+
 class SamplerEpoch(pl.Callback):
     """Selects the sampler's permutations of each epoch (``set_epoch``) before its iterator is created.
 
@@ -260,8 +271,9 @@ def trainer_kwargs(config: Mapping) -> dict:
     return kwargs
 
 
-def make_run_dir(config: Mapping, resume_from: str | None) -> Path:
-    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder."""
+def make_run_dir(config: Mapping, resume_from: str | None, default_name: str | None = None) -> Path:
+    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder.
+    Named ``wandb.name``, else ``default_name``, else ``<arch>_stage``, plus time and process id."""
     if resume_from:
         checkpoint = Path(resume_from).resolve()
         if checkpoint.parent.name == "checkpoints":
@@ -270,7 +282,7 @@ def make_run_dir(config: Mapping, resume_from: str | None) -> Path:
         return Path(os.environ[RUN_DIR_ENV])
     root = Path(config["trainer"]["default_root_dir"])
     project = config["wandb"]["project"]
-    name = config["wandb"]["name"] or f"{config['arch']}_stage"
+    name = config["wandb"]["name"] or default_name or f"{config['arch']}_stage"
     run_dir = (root / project / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}").resolve()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
@@ -362,11 +374,11 @@ def train(config: dict, stage: int) -> dict:
     finally:
         finish_loggers(loggers)
     result.update(best_model_path=str(best), run_dir=str(run_dir))
-    _write_results(run_dir, result)
+    write_results(run_dir, result)
     return result
 
 
-def _write_results(run_dir: Path, result: Mapping) -> None:
+def write_results(run_dir: Path, result: Mapping) -> None:
     """``<run_dir>/results.json``: the command's result (test metrics, best checkpoint), written by rank 0."""
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         atomic_write_text(run_dir / RESULTS_FILE, json.dumps(dict(result), indent=1, sort_keys=True) + "\n")
@@ -394,9 +406,10 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     finally:
         finish_loggers(loggers)
     result.update(tested_checkpoint=str(path), run_dir=str(run_dir))
-    _write_results(run_dir, result)
+    write_results(run_dir, result)
     return result
 
 
-__all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerEpoch",
-           "load_eval_sets", "trainer_kwargs", "preflight", "start_checkpoints"]
+__all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerStateDataModule",
+           "SamplerEpoch", "load_eval_sets", "trainer_kwargs", "make_run_dir", "write_results", "loader_kwargs",
+           "preflight", "start_checkpoints"]
