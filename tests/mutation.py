@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".mutation"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 # What the tests import; copied into every scratch folder (the tests must not see the original tree).
-PACKAGES = ("models", "helpers", "data_util")
-FILES = ("configs.py", "pytest.ini")
+PACKAGES = ("models", "helpers", "data_util", "configs")
+FILES = ("pytest.ini",)
 # Fast tests only: slow training runs and end-to-end recipes are no oracle for a numeric module.
 FAST = ["-m", "not slow and not integration"]
 KILLED, SURVIVED = "killed", "survived"
@@ -157,7 +157,7 @@ def _lines(key: str, values) -> str:
 
 def mutmut_config(target: Target) -> str:
     return "[mutmut]\n" + "".join([
-        _lines("source_paths", PACKAGES + ("configs.py",)),
+        _lines("source_paths", PACKAGES),
         _lines("only_mutate", target.paths),
         _lines("pytest_add_cli_args_test_selection", list(target.tests) + FAST),
         _lines("pytest_add_cli_args", ["-p", "no:cacheprovider", "-W", "ignore::UserWarning"]),

@@ -16,7 +16,8 @@ from torch import nn
 from models.crnn import (
     ACTIVATIONS, BATCHNORM_EPS, BATCHNORM_MOMENTUM, CNN, GLU, LEAKY_RELU_SLOPE, BidirectionalGRU, ContextGating,
 )
-from models.registry import ARCHS, create_model
+from models.factory import create_model
+from models.registry import ARCHS
 from tests.reference_t4 import FIXTURES, SUMMARY, fixture_fill, rel_err
 
 # The fixture README expects ~1e-6; measured here 1.9e-7 to 3.4e-7 for every module and arch. 1e-5 leaves room

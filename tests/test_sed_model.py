@@ -14,8 +14,9 @@ import torch
 
 from models import long_audio
 from models.mel import CNNMel
-from models.registry import ARCHS, PRETRAINED, create_frontends, create_model, split_wrapper_config
 from models.crnn import GLU, ContextGating
+from models.factory import create_frontends, create_model
+from models.registry import ARCHS, ARCH_SPECS, split_wrapper_config
 from models.sed_model import AudioSetWrapper, SEDModel
 from tests.reference_t4 import FIXTURES, SUMMARY, fixture_fill, rel_err
 
@@ -70,7 +71,7 @@ def full_model(request) -> tuple[str, SEDModel]:
 
 
 def tiny_model(arch: str, **wrapper_kwargs) -> SEDModel:
-    kwargs = {**PRETRAINED[arch].wrapper_defaults, **TINY_WRAPPER, **wrapper_kwargs}
+    kwargs = {**ARCH_SPECS[arch].wrapper_defaults, **TINY_WRAPPER, **wrapper_kwargs}
     return create_model(arch, backbone_kwargs=TINY_BACKBONE[arch], **kwargs)
 
 
@@ -96,7 +97,7 @@ def test_full_model_equivalence(full_model, audio, tmp_path):
     teacher = dict(student, **{"dense.bias": student["dense.bias"] + 1.0})  # a different teacher, cheaply
     path = tmp_path / f"{arch}_stage2.ckpt"
     torch.save(released_checkpoint(student, teacher), path)
-    from models.checkpoints import load_sed_checkpoint
+    from models.loading import load_sed_checkpoint
 
     load_sed_checkpoint(model, path, mode="student")
     path.unlink()
@@ -416,7 +417,7 @@ def test_bad_wrapper_config_is_an_error():
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry():
-    assert ARCHS == ("atst_frame", "fpasst", "beats") and set(PRETRAINED) == set(ARCHS)
+    assert ARCHS == ("atst_frame", "fpasst", "beats") and set(ARCH_SPECS) == set(ARCHS)
     with pytest.raises(ValueError, match="arch"):
         create_model("passt")
     t4_wrapper = {"name": "Task4CRNNEmbeddingsWrapper", "dropout": 0.5, "model_init_id": "atst_stage1",
@@ -434,7 +435,7 @@ def test_registry():
 def test_frontend_frames_metadata(arch):
     cnn_mel, frontend = create_frontends(arch)
     wav = torch.zeros(1, 160_000)
-    assert frontend(wav).shape[-1] == PRETRAINED[arch].frontend_frames_10s
+    assert frontend(wav).shape[-1] == ARCH_SPECS[arch].frontend_frames_10s
     assert cnn_mel(wav).shape == (1, 1, 128, 626)
 
 
