@@ -136,15 +136,19 @@ class Result:
 def scratch_copy(folder: Path, fresh: bool = True) -> None:
     """A copy of what the tests need (sources, tests with fixtures, pytest.ini) in ``folder``.
 
-    ``fresh=False`` keeps an earlier run (its ``mutants/`` and results) and refreshes only the tests.
+    ``fresh=False`` keeps an earlier mutmut run (its ``mutants/`` and results) and refreshes sources and tests: a
+    survivor is re-applied function by function (:func:`apply_mutant`), valid while that function is unchanged.
     """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    if not fresh:
-        shutil.copytree(REPO / "tests", folder / "tests", ignore=ignore, dirs_exist_ok=True)
-        return
-    if folder.exists():
+    if not fresh:  # today's sources and tests; mutmut's mutants/ and results stay
+        for stale in [folder / name for name in PACKAGES + ("tests",) + FILES] + [folder / "configs.py"]:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+    elif folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES + ("tests",):
         shutil.copytree(REPO / package, folder / package, ignore=ignore)
     for name in FILES:
@@ -322,6 +326,14 @@ def print_table(results: list[Result]) -> None:
             print(f"  survived: {name}")
 
 
+def merged_summary(path: Path, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier summary at ``path`` with the modules run now replaced (modules run one at a time
+    build up one report)."""
+    earlier = json.loads(path.read_text()) if path.is_file() else []
+    names = {row["module"] for row in rows}
+    return [row for row in earlier if row["module"] not in names] + rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=[t.name for t in TARGETS], help="mutmut only these modules")
@@ -340,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_mutmut(target, args.max_children, args.rerun_survivors))
             print_table(results[-1:])
     summary = WORK / "summary.json"
-    summary.write_text(json.dumps([r.row() for r in results], indent=1))
+    summary.write_text(json.dumps(merged_summary(summary, [r.row() for r in results]), indent=1))
     print_table(results)
     print(f"\nwritten: {summary}")
     hand = [r for r in results if r.name in ("hand mutants", "constants")]

@@ -88,6 +88,9 @@ def test_mean_teacher_and_ict_terms():
     assert torch.allclose(weak_term, F.mse_loss(s_weak[2:], t_weak[2:]))
     term = losses.ict_term(s_strong, s_weak, t_strong * 2, t_weak, mse, weak_factor=0.0)
     assert torch.allclose(term, F.mse_loss(s_strong, (t_strong * 2).clamp(0, 1)))  # teacher clamped, no weak
+    # The reference's ICT sub-batch term: strong MSE + weak MSE / 2 (weak_factor 1).
+    term = losses.ict_term(s_strong, s_weak, t_strong, t_weak, mse)
+    assert torch.allclose(term, F.mse_loss(s_strong, t_strong) + F.mse_loss(s_weak, t_weak) / 2)
 
 
 def test_stage_strategies_reproduce_the_reference_scales():
