@@ -57,6 +57,7 @@ class Target:
     functions: tuple[str, ...] = ()  # mutmut name globs restricting the mutants (empty: every function)
 
 
+EVALUATION_TESTS = ("tests/test_maestro_segments.py", "tests/test_mpauc_oracle.py", "tests/test_metrics.py")
 TARGETS = (
     Target("crnn", ("models/crnn.py",), ("tests/test_crnn.py",)),
     Target("sed_model", ("models/sed_model.py",), ("tests/test_sed_model.py", "tests/test_crnn.py")),
@@ -67,9 +68,9 @@ TARGETS = (
            ("models.atst_frame.xǁATSTMelǁ*", "models.fpasst.xǁPaSSTMelǁ*", "models.beats.xǁBEATsFbankǁ*",
             "models.beats.x_kaldi_mel*")),
     Target("losses", ("helpers/training/losses.py",), ("tests/test_losses.py",)),
-    Target("metrics", ("helpers/evaluation/metrics.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
-    Target("scores", ("helpers/evaluation/scores.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
-    Target("maestro", ("helpers/evaluation/maestro.py",), ("tests/test_metrics.py", "tests/test_mpauc_oracle.py")),
+    Target("metrics", ("helpers/evaluation/metrics.py",), EVALUATION_TESTS),
+    Target("scores", ("helpers/evaluation/scores.py",), EVALUATION_TESTS),
+    Target("maestro", ("helpers/evaluation/maestro.py",), EVALUATION_TESTS),
     Target("csebbs", ("helpers/evaluation/csebbs.py",), ("tests/test_csebbs.py",)),
 )
 
