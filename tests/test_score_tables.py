@@ -18,13 +18,14 @@ COLUMNS = ["filename", "onset", "offset", "event_label", "confidence"]
 
 def _soft_table() -> pd.DataFrame:
     return pd.DataFrame([("a.wav", 0.0, 1.0, "car", 0.9), ("a.wav", 2.0, 3.0, "footsteps", 0.4),
-                         ("b.wav", 1.0, 2.0, "car", 0.6), ("c.wav", None, None, None, None)], columns=COLUMNS)
+                         ("b.wav", 1.0, 2.0, "car", 0.6), ("b.wav", 3.0, 4.0, "car", 0.5),
+                         ("c.wav", None, None, None, None)], columns=COLUMNS)
 
 
 def test_ground_truth_defaults_drop_clips_without_events():
     table = _soft_table().drop(columns="confidence")
     assert ground_truth_from_table(table) == {"a": [(0.0, 1.0, "car"), (2.0, 3.0, "footsteps")],
-                                              "b": [(1.0, 2.0, "car")]}
+                                              "b": [(1.0, 2.0, "car"), (3.0, 4.0, "car")]}
     assert ground_truth_from_table(table, keep_empty=True)["c"] == []
 
 
@@ -40,6 +41,7 @@ def test_ground_truth_guards_and_their_messages():
 def test_read_ground_truth_passes_its_arguments(tmp_path):
     path = tmp_path / "soft.tsv"
     _soft_table().to_csv(path, sep="\t", index=False)
+    # confidence > 0.5: the 0.4 and the 0.5 rows are not events
     assert read_ground_truth(path, classes=["car"], min_confidence=0.5) == {"a": [(0.0, 1.0, "car")],
                                                                             "b": [(1.0, 2.0, "car")]}
     assert read_ground_truth(path, min_confidence=0.5, keep_empty=True) == {
