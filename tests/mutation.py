@@ -57,7 +57,8 @@ class Target:
     functions: tuple[str, ...] = ()  # mutmut name globs restricting the mutants (empty: every function)
 
 
-EVALUATION_TESTS = ("tests/test_maestro_segments.py", "tests/test_score_tables.py", "tests/test_mpauc_oracle.py", "tests/test_metrics.py")
+EVALUATION_TESTS = ("tests/test_maestro_segments.py", "tests/test_score_tables.py", "tests/test_metrics_arguments.py",
+                    "tests/test_mpauc_oracle.py", "tests/test_metrics.py")
 TARGETS = (
     Target("crnn", ("models/crnn.py",), ("tests/test_crnn.py",)),
     Target("sed_model", ("models/sed_model.py",), ("tests/test_sed_model.py", "tests/test_crnn.py")),
