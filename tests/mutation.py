@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import fnmatch
 import json
 import os
@@ -344,9 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="keep the earlier mutmut runs and test their survivors again with the current tests")
     parser.add_argument("--mutmut-only", action="store_true", help="skip the hand and constant mutants")
+    parser.add_argument("--functions", nargs="+", default=(),
+                        help="mutmut only these mutant-name globs, e.g. 'helpers.evaluation.csebbs.x_merge_segments*'")
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
     targets = [t for t in TARGETS if not args.only or t.name in args.only]
+    if args.functions:
+        targets = [dataclasses.replace(t, functions=tuple(args.functions)) for t in targets]
     results = [] if args.mutmut_only else [run_hand_mutants(), run_hand_mutants(constant_mutants(targets), "constants")]
     if not args.hand_only:
         for target in targets:
