@@ -44,6 +44,7 @@ def test_read_ground_truth_passes_its_arguments(tmp_path):
     # confidence > 0.5: the 0.4 and the 0.5 rows are not events
     assert read_ground_truth(path, classes=["car"], min_confidence=0.5) == {"a": [(0.0, 1.0, "car")],
                                                                             "b": [(1.0, 2.0, "car")]}
+    assert read_ground_truth(path, classes=["footsteps"]) == {"a": [(2.0, 3.0, "footsteps")]}
     assert read_ground_truth(path, min_confidence=0.5, keep_empty=True) == {
         "a": [(0.0, 1.0, "car")], "b": [(1.0, 2.0, "car")], "c": []}
     bad = tmp_path / "bad.tsv"
