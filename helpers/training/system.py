@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from helpers.training import augment, losses
 from helpers.training.ema import ema_update, make_teacher
 from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
+from helpers.training.runner import restore_rng_state, rng_state
 from helpers.training.stages import augment_batch, group_slice, masked_targets, rows_vector, step_features, strategy_for
 from helpers.training.validation import STUDENT, TEACHER, Collector, EvalSet, test_results, validation_results
 from models.factory import build_frontends
@@ -259,17 +260,10 @@ class SEDSystem(pl.LightningModule):
         checkpoint["config"] = self.config
         checkpoint["stage"] = self.stage
         checkpoint["run_info"] = self.run_info
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["rng_state"] = rng
+        checkpoint["rng_state"] = rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        rng = checkpoint.get("rng_state")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng_state(checkpoint.get("rng_state"))
 
     # ------------------------------------------------------------------ validation and test (helpers.training.validation)
     def _collect(self, batch: Mapping) -> None:
