@@ -257,6 +257,20 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------------------------------
 # Waveform-level augmentation wrappers
 # --------------------------------------------------------------------------------------------------
+def draw_mix_coefficient(alpha: float = MIXUP_BETA_ALPHA) -> float:
+    """A waveform-mixing weight ``l ~ Beta(alpha, alpha)``, ``l = max(l, 1 - l)`` (the sample stays dominant)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return max(lam, 1.0 - lam)
+
+
+def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam·first + (1 - lam)·second`` of two equally long waveforms, each and the mixture without DC (float32)."""
+    # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
+    a, b = first.numpy(), second.numpy()
+    audio = lam * (a - a.mean()) + (1.0 - lam) * (b - b.mean())
+    return torch.from_numpy((audio - audio.mean()).astype(np.float32))
+
+
 class MixupDataset(Dataset):
     """Waveform mixup inside one (training) set, with probability ``p`` per sample.
 
@@ -283,13 +297,9 @@ class MixupDataset(Dataset):
         if torch.rand(()) >= self.p:
             return sample
         partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
-        lam = max(lam, 1.0 - lam)
-        # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
-        first, second = sample["audio"].numpy(), partner["audio"].numpy()
-        audio = lam * (first - first.mean()) + (1.0 - lam) * (second - second.mean())
+        lam = draw_mix_coefficient(self.alpha)
         mixed = dict(sample)
-        mixed["audio"] = torch.from_numpy((audio - audio.mean()).astype(np.float32))
+        mixed["audio"] = mix_waveforms(sample["audio"], partner["audio"], lam)
         mixed["strong"] = lam * sample["strong"] + (1.0 - lam) * partner["strong"]
         if sample["strong"].any() or partner["strong"].any():
             mixed["weak"] = mixed["strong"].amax(dim=1)

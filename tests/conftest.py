@@ -15,3 +15,13 @@ def demo_tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "tiny"
     demo.generate(root, preset="tiny", seed=0)
     return root, root / demo.RESOURCES_SUBDIR
+
+
+@pytest.fixture(scope="session")
+def hear_demo_task(tmp_path_factory):
+    """The demo HEAR event task (data_util.demo_hear) generated once; returns its folder. Read-only."""
+    from data_util import demo_hear
+
+    root = tmp_path_factory.mktemp("hear") / "demo_office_events-demo-full"
+    demo_hear.generate(root, seed=0)
+    return root
