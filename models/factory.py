@@ -1,9 +1,9 @@
 """The one way to build a model: (resolved config) -> SED model, front-ends, and the waveform -> logits wrapper.
 
-Training (``helpers.training``), ``store_predictions``, the inference CLI, the benchmarks and the tests all build
-through these functions; ``models.loading`` turns a checkpoint into a config and calls them too. What each
-architecture needs (which config keys are constructor arguments, its front-end settings) is data in
-``models.registry.ARCH_SPECS``, so this module has no per-architecture branch.
+Training (``helpers.training``), ``store_predictions``, the inference CLI, downstream fine-tuning, the HEAR API, the
+benchmarks and the tests all build through these functions; ``models.loading`` turns a checkpoint into a config and
+calls them too. What each architecture needs (which config keys are constructor arguments, its front-end settings,
+its token rate) is data in ``models.registry.ARCH_SPECS``, so this module has no per-architecture branch.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from models.frame_embedder import FRAME_HOP_S, WINDOW_S, FrameEmbedder
 from models.mel import CNNMel
 from models.registry import WRAPPER_INIT_KEYS, arch_spec, split_wrapper_config
 from models.sed_model import SEDModel
@@ -53,8 +54,12 @@ def create_frontends(arch: str, *, mel: Mapping[str, Any] | None = None, scaler:
     keywords go to the arch's ``build_frontend`` (e.g. the ``passt_mel`` block for fPaSST).
     """
     cnn_mel = CNNMel(**dict(mel or {}), **dict(scaler or {}))
-    transformer_frontend = _module(arch).build_frontend(**transformer_frontend_cfg)
-    return cnn_mel, transformer_frontend
+    return cnn_mel, create_transformer_frontend(arch, **transformer_frontend_cfg)
+
+
+def create_transformer_frontend(arch: str, **frontend_cfg) -> nn.Module:
+    """The backbone's own front-end (waveform → its features), e.g. the ``passt_mel`` block for fPaSST."""
+    return _module(arch).build_frontend(**frontend_cfg)
 
 
 def backbone_kwargs(config: Mapping) -> dict:
@@ -75,6 +80,18 @@ def build_frontends(config: Mapping) -> tuple[CNNMel, nn.Module]:
     """(CNN-branch mel, transformer front-end) of ``config["arch"]``."""
     frontend_kwargs = arch_spec(config["arch"]).frontend_kwargs(config)
     return create_frontends(config["arch"], mel=config["mel"], scaler=config["scaler"], **frontend_kwargs)
+
+
+def build_frame_embedder(config: Mapping, *, hop_s: float = FRAME_HOP_S, window_s: float = WINDOW_S,
+                         token_pooling: str = "time") -> FrameEmbedder:
+    """Front-end + backbone of ``config["arch"]`` (blocks ``<arch>``, and ``passt_mel`` for fPaSST) as a
+    ``FrameEmbedder`` (random init; load weights with ``models.loading``)."""
+    arch = config["arch"]
+    spec = arch_spec(arch)
+    frontend = create_transformer_frontend(arch, **spec.frontend_kwargs(config))
+    return FrameEmbedder(frontend, create_backbone(arch, **backbone_kwargs(config)), token_hop_s=spec.token_hop_s,
+                         tokens_per_step=spec.tokens_per_step, hop_s=hop_s, window_s=window_s,
+                         token_pooling=token_pooling)
 
 
 class WaveformSED(nn.Module):
@@ -105,5 +122,5 @@ def build_waveform_model(config: Mapping, name: str = "") -> WaveformSED:
     return model
 
 
-__all__ = ["create_backbone", "create_model", "create_frontends", "backbone_kwargs", "build_model", "build_frontends",
-           "WaveformSED", "build_waveform_model"]
+__all__ = ["create_backbone", "create_model", "create_frontends", "create_transformer_frontend", "backbone_kwargs",
+           "build_model", "build_frontends", "build_frame_embedder", "WaveformSED", "build_waveform_model"]

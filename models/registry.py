@@ -56,6 +56,7 @@ class ArchSpec:
     frontend_frames_10s: int = 0  # front-end frames for 10 s at 16 kHz
     tokens_10s: int = 0  # backbone tokens for 10 s
     token_hop_s: float = 0.0  # seconds per token (per time step for BEATs' 8 frequency tokens)
+    tokens_per_step: int = 1  # tokens per time step, time-major (BEATs: 8 frequency bands); models.frame_embedder
     embed_dim: int = 768
 
 
@@ -119,6 +120,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         frontend_frames_10s=998,
         tokens_10s=496,  # 62 time steps x 8 frequency bands, time-major (index 8*t + f)
         token_hop_s=0.16,
+        tokens_per_step=8,
     ),
 }
 ARCHS = tuple(ARCH_SPECS)  # the built-in architectures (configs.t4.ARCHS names the same three)
