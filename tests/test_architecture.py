@@ -9,8 +9,8 @@ sibling package of its own layer:
     models
     helpers.evaluation
     helpers.training | helpers.predictions          (siblings: no imports between them)
-    helpers.experiment | helpers.demo_recipe | helpers.env_check
-    ex_* experiments | inference | download_resources | bench   (command lines)
+    helpers.experiment | helpers.demo_recipe | helpers.env_check | helpers.hear_validate
+    ex_* experiments | inference | hear_api | download_resources | bench   (command lines)
 
 Function-level imports are allowed only with a reason on the line (or the line above): ``# lazy: ...``.
 """
@@ -30,11 +30,11 @@ LAYERS = (
     ("models",),
     ("helpers.evaluation",),
     ("helpers.training", "helpers.predictions"),
-    ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check"),
-    ("ex_stage1", "ex_stage2", "inference", "download_resources", "bench"),
+    ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check", "helpers.hear_validate"),
+    ("ex_stage1", "ex_stage2", "ex_downstream", "inference", "hear_api", "download_resources", "bench"),
 )
-PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "inference",
-                 "download_resources", "bench"}
+PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "ex_downstream", "inference",
+                 "hear_api", "download_resources", "bench"}
 LAZY_MARK = "# lazy:"
 
 
