@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from configs import schema
+from configs.downstream import Downstream
 from configs.t4 import Stage1, Stage2
 
 
@@ -33,7 +34,8 @@ def markdown_key_table(schemas: Mapping[str, type]) -> str:
 def tables() -> dict[str, str]:
     """Every generated table of docs/CONFIG.md, by marker name."""
 
-    return {"t4": markdown_key_table({"ex_stage1": Stage1, "ex_stage2": Stage2})}
+    return {"t4": markdown_key_table({"ex_stage1": Stage1, "ex_stage2": Stage2}),
+            "downstream": markdown_key_table({"ex_downstream": Downstream})}
 
 
 def _span(name: str) -> re.Pattern:
