@@ -10,7 +10,8 @@ Recordings of at most 10 s give one window, i.e. the plain model
 output on the zero-padded clip, cut to the clip's own frame count.
 
 This is our method for inference on long files (the reference re-assembles MAESTRO's pre-cut chunks at
-1 s segment resolution in its evaluation code instead; see ``helpers`` for that).
+1 s segment resolution in its evaluation code instead; see ``helpers`` for that). Its two steps,
+``split_windows`` and ``overlap_add`` (any frame hop), also serve ``models.frame_embedder``.
 """
 from __future__ import annotations
 
