@@ -280,6 +280,7 @@ class MixupDataset(Dataset):
     mixed ``strong`` for strongly labelled clips, else mixed linearly; ``mask`` is the union of both masks
     and ``has_pseudo`` the conjunction. The reference also linearly mixed the class-mask slot (its tuple
     position 4, which it believed held weak pseudo-labels); equal masks made that harmless, we take the union.
+    Other sample layouts override :meth:`mix` (``data_util.hear.HearWavmix``).
     """
 
     def __init__(self, dataset: Dataset, p: float = 0.5, alpha: float = MIXUP_BETA_ALPHA):
@@ -297,7 +298,10 @@ class MixupDataset(Dataset):
         if torch.rand(()) >= self.p:
             return sample
         partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = draw_mix_coefficient(self.alpha)
+        return self.mix(sample, partner, draw_mix_coefficient(self.alpha))
+
+    def mix(self, sample: dict, partner: dict, lam: float) -> dict:
+        """The mixture of ``sample`` (weight ``lam``) and ``partner``; subclasses mix other sample layouts."""
         mixed = dict(sample)
         mixed["audio"] = mix_waveforms(sample["audio"], partner["audio"], lam)
         mixed["strong"] = lam * sample["strong"] + (1.0 - lam) * partner["strong"]

@@ -779,6 +779,17 @@ def _write_resources(resources: Path, seed: int, clip_jobs) -> None:
             write_wav(resources / "dirs" / device / f"{device}_ir{i}.wav", _impulse_response(dirs_rng))
 
 
+def clear_output_dir(root: Path, manifest: str, overwrite: bool) -> None:
+    """Make way for a generated tree at ``root``: an empty or missing folder is fine; an earlier tree (it holds
+    ``manifest``) is deleted when ``overwrite``; anything else is refused."""
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace a demo tree")
+        if not (root / manifest).is_file():
+            raise FileExistsError(f"{root} is not empty and holds no {manifest}: refusing to delete it")
+        shutil.rmtree(root)
+
+
 def generate(out_dir, preset: str = "tiny", seed: int = 0, *, workers: int = 1,
              maestro_val_hop: float = MAESTRO_TRAIN_HOP_S, overwrite: bool = False) -> dict[str, int]:
     """Write the demo dataset under ``out_dir`` (resources-side files under ``out_dir/resources``).
@@ -790,12 +801,7 @@ def generate(out_dir, preset: str = "tiny", seed: int = 0, *, workers: int = 1,
         raise ValueError(f"unknown demo preset {preset!r}; expected one of {sorted(PRESETS)}")
     _hop_samples(maestro_val_hop)  # validate before touching the disk
     root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace a demo tree")
-        if not (root / DEMO_MANIFEST).is_file():
-            raise FileExistsError(f"{root} is not empty and holds no {DEMO_MANIFEST}: refusing to delete it")
-        shutil.rmtree(root)
+    clear_output_dir(root, DEMO_MANIFEST, overwrite)
     resources = root / RESOURCES_SUBDIR
     spec = PRESETS[preset]
 

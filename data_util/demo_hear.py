@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from data_util.demo import EVENT_SNR_DB_RANGE, SAMPLE_RATE, render_events, write_wav
+from data_util.demo import EVENT_SNR_DB_RANGE, SAMPLE_RATE, clear_output_dir, render_events, write_wav
 
 # HEAR label -> the demo synthesizer (data_util.demo.CLASS_SOUNDS) that renders it
 DEMO_LABELS = {
@@ -56,12 +55,7 @@ def generate(out_dir: str | Path, seed: int = 0, *, seconds: float = SCENE_SECON
              split_files: dict[str, int] | None = None, overwrite: bool = False) -> dict[str, int]:
     """Write the task under ``out_dir``; returns the number of files per split."""
     root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace it")
-        if not (root / MANIFEST).is_file():
-            raise FileExistsError(f"{root} is not empty and holds no {MANIFEST}: refusing to delete it")
-        shutil.rmtree(root)
+    clear_output_dir(root, MANIFEST, overwrite)
     split_files = dict(split_files or SPLIT_FILES)
     n_samples = round(seconds * SAMPLE_RATE)
     for split_index, (split, count) in enumerate(split_files.items()):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_util.audio import AudioReadError, audio_info, read_audio
-from data_util.datasets import MIXUP_BETA_ALPHA, draw_mix_coefficient, mix_waveforms
+from data_util.datasets import MixupDataset, mix_waveforms
 
 SAMPLE_RATE = 16_000
 METADATA = "task_metadata.json"
@@ -256,24 +256,11 @@ class HearFileDataset(Dataset):
         return {"audio": torch.from_numpy(audio), "targets": torch.from_numpy(targets), "filename": file.filename}
 
 
-class HearWavmix(Dataset):
+class HearWavmix(MixupDataset):
     """Waveform mixing of training crops with probability ``p`` (PretrainedSED's ``MixupDataset``): a random partner
     crop, ``l ~ Beta(0.2, 0.2)``, ``l = max(l, 1 - l)``, DC removed; targets mixed with the same ``l``."""
 
-    def __init__(self, dataset: Dataset, p: float, alpha: float = MIXUP_BETA_ALPHA):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"wavmix probability must be in [0, 1], got {p}")
-        self.dataset, self.p, self.alpha = dataset, p, alpha
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item: int) -> dict:
-        sample = self.dataset[item]
-        if torch.rand(()) >= self.p:
-            return sample
-        partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = draw_mix_coefficient(self.alpha)
+    def mix(self, sample: dict, partner: dict, lam: float) -> dict:
         return {"audio": mix_waveforms(sample["audio"], partner["audio"], lam),
                 "targets": lam * sample["targets"] + (1.0 - lam) * partner["targets"],
                 "filename": sample["filename"]}

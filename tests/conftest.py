@@ -25,3 +25,11 @@ def hear_demo_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("hear") / "demo_office_events-demo-full"
     demo_hear.generate(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_files(tmp_path_factory):
+    """Tiny random checkpoints, one per architecture in another format (helpers.hear_validate): {arch: (format, path)}."""
+    from helpers.hear_validate import write_tiny_checkpoints
+
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("tiny_backbones"))

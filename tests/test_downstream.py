@@ -11,25 +11,12 @@ import pytest
 import torch
 
 import configs.downstream as downstream_config
-from helpers.hear_validate import write_tiny_checkpoints
 from models.checkpoints import safe_load
+from tests.test_training import one_torch_thread  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "model.embedder.backbone."
 STEPS_PER_EPOCH = 4  # 8 training files x 2 crops of 10 s, batches of 4
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    return write_tiny_checkpoints(tmp_path_factory.mktemp("downstream_checkpoints"))
 
 
 def _run(command: str | None, task: Path, out: Path, named=("demo",), **updates):
@@ -48,8 +35,8 @@ def _backbone(state: dict) -> dict:
 
 
 @pytest.mark.integration
-def test_fine_tuning_resume_and_the_test_command(hear_demo_task, tiny_files, tmp_path):
-    stage_checkpoint = tiny_files["atst_frame"][1]
+def test_fine_tuning_resume_and_the_test_command(hear_demo_task, tiny_backbone_files, tmp_path):
+    stage_checkpoint = tiny_backbone_files["atst_frame"][1]
     result = _run(None, hear_demo_task, tmp_path, arch="atst_frame", pretrained_name=str(stage_checkpoint))
     for stage in ("val", "test"):
         for metric in ("event_onset_200ms_fms", "event_onset_50ms_fms", "segment_1s_er", "loss"):
@@ -82,8 +69,8 @@ def test_fine_tuning_resume_and_the_test_command(hear_demo_task, tiny_files, tmp
 
 
 @pytest.mark.integration
-def test_linear_probe_keeps_the_transformer_and_warm_up_is_the_keys(hear_demo_task, tiny_files, tmp_path):
-    beats_file = tiny_files["beats"][1]
+def test_linear_probe_keeps_the_transformer_and_warm_up_is_the_keys(hear_demo_task, tiny_backbone_files, tmp_path):
+    beats_file = tiny_backbone_files["beats"][1]
     warmup = 100
     result = _run(None, hear_demo_task, tmp_path, named=("demo", "pretrainedsed_beats_linear"),
                   pretrained_name=str(beats_file), trainer={"max_epochs": 2},
@@ -104,8 +91,8 @@ def test_linear_probe_keeps_the_transformer_and_warm_up_is_the_keys(hear_demo_ta
 
 
 @pytest.mark.integration
-def test_layer_wise_decay_from_a_pretrainedsed_file(hear_demo_task, tiny_files, tmp_path):
-    result = _run(None, hear_demo_task, tmp_path, arch="fpasst", pretrained_name=str(tiny_files["fpasst"][1]),
+def test_layer_wise_decay_from_a_pretrainedsed_file(hear_demo_task, tiny_backbone_files, tmp_path):
+    result = _run(None, hear_demo_task, tmp_path, arch="fpasst", pretrained_name=str(tiny_backbone_files["fpasst"][1]),
                   fpasst={"num_heads": 1}, optimizer={"lr_decay": 0.5, "max_lr": 1e-3, "transformer_lr": 1e-2},
                   trainer={"max_epochs": 1, "limit_val_batches": 1, "limit_test_batches": 1})
     groups = safe_load(result["best_model_path"])["optimizer_states"][0]["param_groups"]

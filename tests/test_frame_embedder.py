@@ -16,16 +16,9 @@ from models.frame_embedder import (
 )
 from models.param_groups import layer_decay_groups
 from models.registry import ARCH_SPECS
+from tests.test_training import one_torch_thread  # noqa: F401 (autouse fixture)
 
 ARCHS = ("atst_frame", "fpasst", "beats")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(arch: str, **frames) -> dict:

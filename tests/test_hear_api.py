@@ -8,24 +8,11 @@ import torch
 import configs
 import configs.downstream as downstream_config
 import hear_api
-from helpers.hear_validate import write_tiny_checkpoints
 from models.checkpoints import CheckpointError, save_sed_checkpoint
 from models.factory import build_frame_embedder, build_model, create_backbone
 from models.frame_embedder import FrameClassifier
 from models.loading import read_backbone
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    return write_tiny_checkpoints(tmp_path_factory.mktemp("hear_checkpoints"))
+from tests.test_training import one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 def _same(embedder_state: dict, source: dict, prefix: str = "") -> None:
@@ -48,8 +35,8 @@ def check_contract(model, num_audio: int, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("arch", ["atst_frame", "fpasst", "beats"])
-def test_api_contract_on_every_architecture(tiny_files, arch):
-    fmt, path = tiny_files[arch]
+def test_api_contract_on_every_architecture(tiny_backbone_files, arch):
+    fmt, path = tiny_backbone_files[arch]
     model = hear_api.load_model(path)
     assert model.sample_rate == 16_000 and isinstance(model.scene_embedding_size, int)
     assert model.timestamp_embedding_size == model.scene_embedding_size == 64
@@ -74,11 +61,11 @@ def test_stage_checkpoint_student_or_teacher(tmp_path):
         _same(model.embedder.backbone.state_dict(), state, "as_model.model.")
 
 
-def test_pretrainedsed_audioset_strong_and_official_files(tiny_files, tmp_path):
-    weights = read_backbone(tiny_files["fpasst"][1])
+def test_pretrainedsed_audioset_strong_and_official_files(tiny_backbone_files, tmp_path):
+    weights = read_backbone(tiny_backbone_files["fpasst"][1])
     assert (weights.arch, weights.source_format) == ("fpasst", "pretrainedsed")
     assert weights.config["fpasst"]["num_heads"] == 1  # 64-wide heads, as the released files
-    official = read_backbone(tiny_files["beats"][1])
+    official = read_backbone(tiny_backbone_files["beats"][1])
     assert (official.arch, official.source_format, official.config["beats"]["num_heads"]) == \
         ("beats", "beats_official", 2)
     # cpjku AudioSet-strong (atst_as_strong.ckpt layout): the strong branch's transformer
@@ -110,13 +97,13 @@ def test_downstream_checkpoint(tmp_path):
     assert embeddings.shape == (1, 50, 64) and float(timestamps[0, 1] - timestamps[0, 0]) == pytest.approx(20.0)
 
 
-def test_errors_name_the_problem(tmp_path):
+def test_errors_name_the_problem(tiny_backbone_files, tmp_path):
     with pytest.raises(ValueError, match="needs a checkpoint file"):
         hear_api.load_model("")
     path = tmp_path / "junk.pt"
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(CheckpointError, match="no backbone found"):
         hear_api.load_model(path)
-    model = hear_api.load_model(write_tiny_checkpoints(tmp_path / "tiny")["atst_frame"][1])
+    model = hear_api.load_model(tiny_backbone_files["atst_frame"][1])
     with pytest.raises(ValueError, match=r"audio must be a tensor \(n_sounds, n_samples\)"):
         hear_api.get_scene_embeddings(torch.zeros(16_000), model)
