@@ -107,3 +107,15 @@ def test_errors_name_the_problem(tiny_backbone_files, tmp_path):
     model = hear_api.load_model(tiny_backbone_files["atst_frame"][1])
     with pytest.raises(ValueError, match=r"audio must be a tensor \(n_sounds, n_samples\)"):
         hear_api.get_scene_embeddings(torch.zeros(16_000), model)
+
+
+def test_the_tensorflow_stand_in_only_answers_the_module_question():
+    import types
+
+    from helpers.hear_validate import TENSORFLOW_STAND_IN
+
+    tf = types.ModuleType("tensorflow")
+    exec(compile(TENSORFLOW_STAND_IN, "tensorflow.py", "exec"), tf.__dict__)
+    assert not isinstance(torch.nn.Linear(1, 1), tf.Module)
+    with pytest.raises(AttributeError, match="stand-in for hearvalidator"):
+        tf.random  # noqa: B018 - the validator's TensorFlow-only paths must fail loudly

@@ -72,30 +72,27 @@ def events_from_frames(logits: np.ndarray, timestamps_ms: np.ndarray, labels: Se
     return sorted(events, key=lambda e: (e["start"], e["label"]))
 
 
-def _container(events: Mapping[str, Sequence[Mapping]]):
-    from dcase_util.containers import MetaDataContainer  # lazy: dcase_util imports pkg_resources (slow)
-
-    return MetaDataContainer([
-        {"event_label": str(e["label"]), "event_onset": e["start"] / 1000.0, "event_offset": e["end"] / 1000.0,
-         "file": filename}
-        for filename, file_events in events.items() for e in file_events])
+def _sed_eval_events(events: Sequence[Mapping], filename: str) -> list[dict]:
+    """One file's HEAR events (ms) as sed_eval's event dicts (s)."""
+    return [{"event_label": str(e["label"]), "event_onset": e["start"] / 1000.0, "event_offset": e["end"] / 1000.0,
+             "file": filename} for e in events]
 
 
 def sed_eval_scores(predicted: Mapping[str, Sequence[Mapping]], reference: Mapping[str, Sequence[Mapping]],
                     labels: Sequence[str]) -> dict[str, float]:
     """HEAR's event-based (onset only, 200 / 50 ms collars) and segment-based (1 s) scores over every file of
     ``reference`` and ``predicted``: ``event_onset_{200ms,50ms}_{fms,precision,recall}``, ``segment_1s_er``."""
-    import sed_eval  # lazy: sed_eval pulls in dcase_util (slow to import); only evaluation needs it
+    import sed_eval  # lazy: sed_eval pulls in dcase_util (slow, pkg_resources); only scoring needs it
 
     files = sorted(set(reference) | set(predicted))
-    reference_events, predicted_events = _container(reference), _container(predicted)
     event_metrics = {name: sed_eval.sound_event.EventBasedMetrics(
         event_label_list=list(labels), evaluate_onset=True, evaluate_offset=False, t_collar=collar)
         for name, collar in ONSET_COLLARS_S.items()}
     segment_metrics = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=list(labels),
                                                                time_resolution=SEGMENT_S)
     for filename in files:
-        ref, est = reference_events.filter(filename=filename), predicted_events.filter(filename=filename)
+        ref = _sed_eval_events(reference.get(filename, ()), filename)
+        est = _sed_eval_events(predicted.get(filename, ()), filename)
         for metric in (*event_metrics.values(), segment_metrics):
             metric.evaluate(reference_event_list=ref, estimated_event_list=est)
     scores = {}
