@@ -17,7 +17,7 @@ last one zero-padded) run ``batch_size`` at a time; BEATs' 160 ms time steps (th
 are linearly interpolated to the 40 ms grid. Scene embeddings are the mean of a clip's timestamp embeddings. A sound's
 embeddings do not depend on the other sounds of the batch (ATST-Frame's front-end floors each window at its own
 maximum - 80 dB here, not the batch's as in training; docs/DIFFERENCES.md).
-``timestamp_embedding_size == scene_embedding_size == `` the transformer's width (768 for the released models).
+``timestamp_embedding_size`` and ``scene_embedding_size`` are the transformer's width (768 for the released models).
 
 Checked by the HEAR validator: ``make hear-validate`` (README, "HEAR API").
 """
