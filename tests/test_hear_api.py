@@ -65,6 +65,10 @@ def test_pretrainedsed_audioset_strong_and_official_files(tiny_backbone_files, t
     weights = read_backbone(tiny_backbone_files["fpasst"][1])
     assert (weights.arch, weights.source_format) == ("fpasst", "pretrainedsed")
     assert weights.config["fpasst"]["num_heads"] == 1  # 64-wide heads, as the released files
+    four_heads = hear_api.load_model(tiny_backbone_files["fpasst"][1], overrides={"backbone": {"num_heads": 4}})
+    assert four_heads.embedder.config["fpasst"]["num_heads"] == 4  # what the shapes cannot show
+    with pytest.raises(CheckpointError, match=r"fpasst.embed_dim=128 in the config, 64 in the checkpoint"):
+        hear_api.load_model(tiny_backbone_files["fpasst"][1], overrides={"backbone": {"embed_dim": 128}})
     official = read_backbone(tiny_backbone_files["beats"][1])
     assert (official.arch, official.source_format, official.config["beats"]["num_heads"]) == \
         ("beats", "beats_official", 2)
