@@ -81,11 +81,14 @@ test-fast: venv
 	$(PY) -m helpers.env_check
 	$(PY) -m pytest -m "not integration"
 
+# Speed against the machine's limit: per arch time, memory, GFLOP/s and % of the matmul ceiling measured in the same
+# run (models, training steps, inference real-time factor), then data loading and evaluation. See docs/PERFORMANCE.md.
 bench: venv
 	$(PY) -m bench.models
+	$(PY) -m bench.train
+	$(PY) -m bench.inference
 	$(PY) -m bench.data
 	$(PY) -m bench.eval
-	$(PY) -m bench.train
 
 clean-demo:
 	rm -rf demo_data outputs/demo

@@ -10,16 +10,11 @@
 Prints the onset-F1 / error-rate table of the best checkpoint on the validation and test splits. All keys and
 defaults: ``configs.downstream``; docs/CONFIG.md; the method: docs/DOWNSTREAM.md.
 """
-import contextlib
-import sys
-
 from sacred import Experiment
 
 import configs
 import configs.downstream as downstream_config
-from data_util.hear import HearTaskError
-from helpers.experiment import add_checked_config, run
-from models.checkpoints import CheckpointError
+from helpers.experiment import add_checked_config, run, user_errors
 from models.registry import arch_names, extra_arch_blocks
 
 ex = Experiment("hear_downstream", save_git_info=False)
@@ -28,25 +23,13 @@ add_checked_config(ex, downstream_config.default_config(),
                    downstream_config.NAMED_CONFIGS)
 
 
-@contextlib.contextmanager
-def _user_errors():
-    """On the command line a wrong task folder, checkpoint or key is one message and exit status 2, no traceback."""
-    try:
-        yield
-    except (HearTaskError, CheckpointError, configs.ConfigError) as e:
-        if not getattr(ex, "exit_on_config_error", False):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 @ex.main
 def main(_config):
     """Fine-tune (or linear-probe), then validate and test the best checkpoint; print the HEAR scores."""
     from helpers.evaluation.hear import format_table  # lazy: sed_eval loads only for the commands that score
     from helpers.training.downstream import score_rows, train  # lazy: Lightning loads only to train or test
 
-    with _user_errors():
+    with user_errors(ex):
         downstream_config.require_run_keys(dict(_config), arch_names())
         result = train(_config)
     print(format_table(score_rows(result)))
@@ -60,7 +43,7 @@ def test(_config):
     from helpers.evaluation.hear import format_table  # lazy: sed_eval loads only for the commands that score
     from helpers.training.downstream import score_rows, test_checkpoint  # lazy: Lightning loads only to test
 
-    with _user_errors():
+    with user_errors(ex):
         if not _config.get("ckpt_path"):
             raise configs.ConfigError("the test command needs ckpt_path=<checkpoint of an ex_downstream run>")
         result = test_checkpoint(_config)
@@ -73,7 +56,7 @@ def check_task(_config):
     """Read and check the HEAR task folder: labels, files and events per split."""
     from data_util.hear import read_task  # lazy: only this command reads the task alone
 
-    with _user_errors():
+    with user_errors(ex):
         if not _config.get("task_path"):
             raise configs.ConfigError("check_task needs task_path=<HEAR task folder>")
         splits = [*_config["train_splits"], *_config["valid_splits"], *_config["test_splits"]]

@@ -9,7 +9,7 @@ All keys and defaults: ``configs.default_config(2)``; docs/CONFIG.md.
 """
 from sacred import Experiment
 
-from helpers.experiment import run, setup_experiment
+from helpers.experiment import run, setup_experiment, user_errors
 
 STAGE = 2
 ex = Experiment("dcase24_t4_desed", save_git_info=False)
@@ -22,7 +22,8 @@ def store_predictions(_config):
     # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
-    return prediction_commands.store_predictions(_config)
+    with user_errors(ex):
+        return prediction_commands.store_predictions(_config)
 
 
 @ex.command(unobserved=True)
@@ -31,7 +32,8 @@ def ensemble_predictions(_config):
     # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
-    return prediction_commands.ensemble_predictions(_config)
+    with user_errors(ex):
+        return prediction_commands.ensemble_predictions(_config)
 
 
 @ex.command(unobserved=True)
@@ -40,7 +42,8 @@ def eval_predictions(_config):
     # lazy: torch and the model stack load only for these commands, not for print_config or check_data
     from helpers.predictions import commands as prediction_commands
 
-    return prediction_commands.eval_predictions(_config)
+    with user_errors(ex):
+        return prediction_commands.eval_predictions(_config)
 
 if __name__ == "__main__":
     run(ex)

@@ -48,9 +48,11 @@ from data_util.atomic import atomic_path
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from data_util.prediction_files import write_predictions
+from helpers.errors import DEBUG_ENV, debug_enabled, user_message
 from helpers.evaluation import postprocess
-from models import long_audio
+from models import long_audio, window_batches
 from models.checkpoints import CheckpointError
+from models.compile import compile_in_place
 from models.factory import WaveformSED
 from models.loading import HEAD_DIM, load_sed_model
 from models.registry import arch_names
@@ -190,9 +192,7 @@ def predict_waveform(
 ) -> WaveformPrediction:
     """Strong logits of a mono 16 kHz waveform [N] of any length (sliding 10 s windows, overlap-add)."""
     num_samples = len(wav)
-    if long_audio.num_output_frames(num_samples) < 1:
-        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
-                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+    _check_length(num_samples)
     runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
     frame_logits = long_audio.predict_long(
         runner, nn.Identity(), nn.Identity(), torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
@@ -201,6 +201,33 @@ def predict_waveform(
     starts = long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE))
     return WaveformPrediction(frame_logits=frame_logits.numpy(), window_logits=torch.cat(runner.window_logits).numpy(),
                               window_starts=starts, num_samples=num_samples)
+
+
+def _check_length(num_samples: int) -> None:
+    if long_audio.num_output_frames(num_samples) < 1:
+        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
+                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+
+
+def predict_waveforms(
+    model: nn.Module,
+    wavs: Sequence[np.ndarray],
+    *,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> list[WaveformPrediction]:
+    """``predict_waveform`` for several recordings whose windows share batches (folder mode)."""
+    for wav in wavs:
+        _check_length(len(wav))
+    runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
+    recordings = [torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)) for wav in wavs]
+    results = window_batches.predict_recordings(lambda windows: runner(windows, windows), recordings, hop_seconds,
+                                                batch_size=batch_size)
+    return [WaveformPrediction(frame_logits=r.frame_logits.numpy(), window_logits=r.window_logits.numpy(),
+                               window_starts=r.window_starts, num_samples=r.num_samples) for r in results]
 
 
 def num_windows(num_samples: int, hop_seconds: float) -> int:
@@ -377,11 +404,20 @@ def process_file(
 ) -> FileResult:
     """Run ``model`` on one audio file and write its four outputs into ``out_dir``."""
     wav = read_audio(audio_file)
-    stem = audio_file.stem
     with tqdm(total=num_windows(len(wav), hop_seconds), desc=audio_file.name, unit="window",
               disable=not progress, leave=False) as bar:
         prediction = predict_waveform(model, wav, hop_seconds=hop_seconds, batch_size=batch_size, device=device,
                                       bf16=bf16, on_batch=bar.update)
+    return write_outputs(audio_file, out_dir, wav, prediction, model_description=model_description,
+                         postprocess_method=postprocess_method, threshold=threshold,
+                         csebbs_predictor=csebbs_predictor, plot=plot)
+
+
+def write_outputs(audio_file: Path, out_dir: Path, wav: np.ndarray, prediction: WaveformPrediction, *,
+                  model_description: str, postprocess_method: str = "median", threshold: float = DEFAULT_THRESHOLD,
+                  csebbs_predictor=None, plot: bool = True) -> FileResult:
+    """Post-process one recording's prediction and write its four outputs into ``out_dir``."""
+    stem = audio_file.stem
     probabilities = frame_probabilities(prediction, postprocess_method)
     timestamps = prediction.timestamps
     events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor)
@@ -448,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model(s); falls back to eager execution with a warning if it fails")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="10 s windows per forward pass (default: %(default)s)")
     parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
@@ -464,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where model names are looked up (default: %(default)s)")
     parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {DEBUG_ENV}=1)")
     return parser
 
 
@@ -474,6 +514,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         args.model_name or configs.DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    for name in names:  # a checkpoint is a pickle: never downloaded here (configs.refuse_url says how instead)
+        configs.refuse_url(name, "--ensemble" if args.ensemble else "--model_name")
     if not 0.0 <= args.threshold <= 1.0:
         raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
     if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
@@ -498,28 +540,52 @@ def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, st
         bf16 = False
     members = [load_model(name, mode=args.mode, arch=args.arch, num_heads=args.num_heads, embed_pool=args.embed_pool,
                           interpolation_mode=args.interpolation_mode, models_dir=args.models_dir) for name in names]
+    if args.compile:
+        for member in members:
+            compile_in_place(member.model, member.name)
     model = (members[0] if len(members) == 1 else SEDEnsemble(members)).to(device).eval()
     description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
     predictor = None
     if args.postprocess == "csebbs" and args.csebbs_params is not None:
         predictor = postprocess.load_csebbs_predictor(args.csebbs_params, CLASSES)
+    options = dict(model_description=description, postprocess_method=args.postprocess, threshold=args.threshold,
+                   csebbs_predictor=predictor, plot=not args.no_plot)
+    if not args.audio_file.is_dir():
+        (audio_file, relative), = inputs
+        result = process_file(audio_file, args.out / relative, model, hop_seconds=args.hop_seconds,
+                              batch_size=args.batch_size, device=device, bf16=bf16, progress=not args.quiet, **options)
+        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+        return [result], []
+    # Folder: files are read in order and predicted in groups whose windows fill at least one batch, so short
+    # files share forward passes (models.window_batches); unreadable or too-short files are skipped.
     results, failures = [], []
+    group: list[tuple[Path, Path, np.ndarray]] = []
+
+    def flush() -> None:
+        total = sum(num_windows(len(wav), args.hop_seconds) for _, _, wav in group)
+        with tqdm(total=total, desc=f"{len(group)} file(s)", unit="window", disable=args.quiet, leave=False) as bar:
+            predictions = predict_waveforms(model, [wav for _, _, wav in group], hop_seconds=args.hop_seconds,
+                                            batch_size=args.batch_size, device=device, bf16=bf16,
+                                            on_batch=bar.update)
+        for (audio_file, relative, wav), prediction in zip(group, predictions):
+            result = write_outputs(audio_file, args.out / relative, wav, prediction, **options)
+            log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+            results.append(result)
+        group.clear()
+
     for audio_file, relative in inputs:
         try:
-            result = process_file(
-                audio_file, args.out / relative, model, model_description=description,
-                postprocess_method=args.postprocess, threshold=args.threshold, hop_seconds=args.hop_seconds,
-                batch_size=args.batch_size, device=device, bf16=bf16, csebbs_predictor=predictor,
-                progress=not args.quiet, plot=not args.no_plot,
-            )
+            wav = read_audio(audio_file)
+            _check_length(len(wav))
         except (AudioReadError, InferenceError) as e:
-            if not args.audio_file.is_dir():
-                raise
             log.error("skipped %s: %s", audio_file, e)
             failures.append((audio_file, str(e)))
             continue
-        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
-        results.append(result)
+        group.append((audio_file, relative, wav))
+        if sum(num_windows(len(w), args.hop_seconds) for _, _, w in group) >= args.batch_size:
+            flush()
+    if group:
+        flush()
     return results, failures
 
 
@@ -530,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, failures = run(args)
     except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     for result in results:
         print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +33,11 @@ DEMO_DATASET_PATH = REPO_ROOT / "demo_data"
 
 DATASET_ENV_VAR = "T4_DATASET_PATH"
 DEFAULT_DATASET_PATH = REPO_ROOT / "data"
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt")  # tried after a checkpoint name (``atst_stage2`` -> atst_stage2.ckpt)
+# Folder keys may start with this placeholder for the resolved dataset root (the demo's folders live inside it).
+BASE_PATH_PLACEHOLDER = "{base_path}"
+# A path given as a URL (http://, https://, s3://, file://, ...): never read or downloaded at run time.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def resolve_dataset_path(base_path: str | os.PathLike | None = None) -> Path:
@@ -44,8 +50,27 @@ def resolve_dataset_path(base_path: str | os.PathLike | None = None) -> Path:
     return DEFAULT_DATASET_PATH
 
 
+def is_url(value) -> bool:
+    """Whether a config value names a remote file (``scheme://...``) rather than a local path or a name."""
+    return isinstance(value, (str, os.PathLike)) and bool(_URL.match(str(value)))
+
+
+def refuse_url(value, key: str) -> None:
+    """Raise ``ConfigError`` when the value of ``key`` is a URL: nothing is downloaded at run time, because a
+    downloaded checkpoint is a pickle that could run code before anything can check it."""
+    if is_url(value):
+        raise ConfigError(
+            f"{key}={str(value)!r} is a URL: files are never downloaded at run time (a checkpoint is a pickle that "
+            "could run code). Download it yourself (released files: `python download_resources.py`; others: e.g. "
+            "`curl -L -o model.ckpt <url>`), then pass the local path."
+        )
+
+
 def resolve_resource(name_or_path: str | os.PathLike, folder: Path, suffixes: tuple[str, ...] = ()) -> Path:
-    """A file given either as a path or as a name inside a resources folder (with optional suffixes tried)."""
+    """A file given either as a path or as a name inside a resources folder (with optional suffixes tried).
+
+    A URL is refused (``ConfigError``), never fetched."""
+    refuse_url(name_or_path, "path")
     candidate = Path(name_or_path).expanduser()
     tried = []
     for base in ((candidate,) if candidate.is_absolute() else (candidate, folder / candidate)):
@@ -61,8 +86,14 @@ def resolve_resource(name_or_path: str | os.PathLike, folder: Path, suffixes: tu
 
 
 def _folder_key(config, key: str, default: Path) -> Path:
+    """A folder key's path; a leading ``{base_path}`` stands for the resolved dataset root (``dataset_root``)."""
     value = config.get(key)
-    return Path(value).expanduser().resolve() if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    value = str(value)
+    if value.startswith(BASE_PATH_PLACEHOLDER):
+        value = str(dataset_root(config)) + value[len(BASE_PATH_PLACEHOLDER):]
+    return Path(value).expanduser().resolve()
 
 
 def dataset_root(config) -> Path:
@@ -113,11 +144,13 @@ TINY_BACKBONE = dict(embed_dim=64, depth=2, num_heads=2, drop_top_layers=0)
 
 
 def demo_config(stage: int) -> dict:
-    """Named config ``demo``: the demo dataset, tiny models, CPU, a few epochs, wandb off-line."""
-    demo_root = str(DEMO_DATASET_PATH)
+    """Named config ``demo``: the demo dataset, tiny models, CPU, a few epochs, wandb off-line.
+
+    The demo's resources, checkpoints and predictions live inside its dataset root, so the folder keys are given
+    relative to ``base_path`` (``{base_path}/resources``): ``with demo base_path=/tmp/demo`` uses that tree's."""
     return dict(
-        base_path=demo_root,
-        resources_path=str(DEMO_DATASET_PATH / "resources"),
+        base_path=str(DEMO_DATASET_PATH),
+        resources_path=BASE_PATH_PLACEHOLDER + "/resources",
         trainer=dict(max_epochs=3 if stage == 1 else 2, precision="32", accelerator="cpu", devices=1,
                      check_val_every_n_epoch=1, benchmark=False, default_root_dir="./outputs/demo",
                      log_every_n_steps=5),
@@ -136,8 +169,9 @@ def demo_config(stage: int) -> dict:
         test=dict(batch_size=8, num_workers=0),
         ssl_loss_warmup_steps=50,
         wandb=dict(offline=True, project="dcase24_task4_demo"),
-        model_path=demo_root + "/pretrained_models",
-        **(dict(output_path=demo_root + "/predictions", preds_path=demo_root + "/predictions") if stage == 2 else {}),
+        model_path=BASE_PATH_PLACEHOLDER + "/pretrained_models",
+        **(dict(output_path=BASE_PATH_PLACEHOLDER + "/predictions", preds_path=BASE_PATH_PLACEHOLDER + "/predictions")
+           if stage == 2 else {}),
     )
 
 

@@ -140,7 +140,7 @@ def _describe(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(annotation))
-    simple = {bool: "True/False", int: "an integer", float: "a number", str: "a string", dict: "a dict"}
+    simple = {bool: "True or False", int: "an integer", float: "a number", str: "a string", dict: "a dict"}
     if annotation in simple:
         return simple[annotation]
     if origin is dict:

@@ -356,6 +356,8 @@ class _T4(Block):
     test_n_thresholds: int = key(50, "", min=1)
     atst_checkpoint: str | None = key("atst_as.ckpt", "ATST-Frame SSL weights of the reference's model code")
     beats_checkpoint: str | None = key("beats_as.pt", "BEATs weights (file or name) the backbone starts from")
+    compile: bool = key(False, "torch.compile of the SED model (training: student and teacher; store_predictions); "
+                               "a compilation failure falls back to eager with one warning")
     trainer: Trainer = block(Trainer)
     optimizer: Optimizer1 = block(Optimizer1)
     mel: Mel = block(Mel)
@@ -425,8 +427,8 @@ class Stage2(_T4):
     preds_path: str | None = key(None, "ensemble / eval / pseudo-label names are looked up in it; "
                                         "None: resources/predictions")
     overwrite: bool = key(False, "replace existing prediction folders")
-    predict_precision: Literal["32", "32-true", "fp32", "bf16", "bf16-mixed"] = key(
-        "32", "store_predictions: float32, or bfloat16 autocast on a GPU")
+    predict_precision: Literal["32", "32-true", "fp32", "bf16", "bf16-mixed", "16", "16-mixed", "fp16"] = key(
+        "32", "store_predictions: float32, or bfloat16 / float16 autocast on a GPU")
     classwise: bool = key(True, "cSEBBs: tune per class")
     step_filter_lengths: tuple[float, ...] = key((0.38, 0.42, 0.46, 0.50, 0.54, 0.58, 0.62, 0.66),
                                                  "cSEBBs grid (seconds)", gt=0)

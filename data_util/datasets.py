@@ -23,7 +23,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.signal
@@ -382,6 +382,12 @@ class TrainingDataConfig(configs.t4.Training):
         return cls(**config)
 
 
+def train_source_sets(include_external_strong: bool = True) -> tuple[str, ...]:
+    """The layout sets (audio folders, tsvs, pseudo-label files) that :func:`build_train_sets` reads."""
+    sets = ("maestro_real_train", "strong_train", "synth_train", "weak_train", "unlabeled_train")
+    return sets + (("external_strong_train",) if include_external_strong else ())
+
+
 def build_train_sets(
     dataset_root: str | os.PathLike,
     resources_dir: str | os.PathLike,
@@ -399,8 +405,7 @@ def build_train_sets(
     root, resources = Path(dataset_root), Path(resources_dir)
     folder = Path(pseudo_label_dir) if (cfg.use_pseudo_labels and pseudo_label_dir is not None) else None
     if folder is not None:
-        needed = ["maestro_real_train", "strong_train", "synth_train", "weak_train", "unlabeled_train"]
-        needed += ["external_strong_train"] if cfg.include_external_strong else []
+        needed = train_source_sets(cfg.include_external_strong)
         missing = [str(folder / f"{name}.hdf5") for name in needed if not (folder / f"{name}.hdf5").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -426,7 +431,8 @@ def build_train_sets(
                          maestro_mask)
 
     exclude = lambda name: _exclude_stems(name, resources) if cfg.exclude_overlapping else set()  # noqa: E731
-    strong_clips = _without(_tsv_clips("strong_train", root, resources), exclude("strong_train"))
+    strong_excluded = exclude("strong_train")  # layout.EXCLUDED_MAY_BE_ABSENT: their audio need not exist
+    strong_clips = _without(_tsv_clips("strong_train", root, resources, strong_excluded), strong_excluded)
     desed_strong: Dataset = strong_set("strong_train", _with_alias(_drop_eventless(strong_clips), desed_alias),
                                        desed_mask)
     if cfg.include_external_strong:
@@ -561,9 +567,10 @@ def _prepare_hint(folder: Path) -> str:
     return ""
 
 
-def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry]) -> None:
+def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry],
+                        may_be_absent: Collection[str] = ()) -> None:
     present = _set_audio_files(set_name, folder)
-    missing = [c.filename for c in clips if c.filename not in present]
+    missing = [c.filename for c in clips if c.filename not in present and c.stem not in may_be_absent]
     if missing:
         raise FileNotFoundError(
             f"set {set_name!r}: {len(missing)} of {len(clips)} audio files listed in its labels are missing "
@@ -571,8 +578,9 @@ def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry])
         )
 
 
-def _tsv_clips(name: str, root: Path, resources: Path) -> list[ClipEntry]:
-    """Clips of a labelled layout set in tsv order, after checking that their audio exists."""
+def _tsv_clips(name: str, root: Path, resources: Path, may_be_absent: Collection[str] = ()) -> list[ClipEntry]:
+    """Clips of a labelled layout set in tsv order, after checking that their audio exists (except the stems
+    ``may_be_absent``: excluded clips that the caller drops before reading audio)."""
     spec = layout.SETS[name]
     labels_path = layout.resolve(spec.labels, root, resources, spec.labels_in_resources)
     if spec.label_kind == "weak":
@@ -580,7 +588,7 @@ def _tsv_clips(name: str, root: Path, resources: Path) -> list[ClipEntry]:
     else:
         table = read_strong_tsv(labels_path, soft=spec.label_kind == "soft")
         clips = [ClipEntry(f, events=tuple(events)) for f, events in table.items()]
-    _check_audio_exists(name, root / spec.audio, clips)
+    _check_audio_exists(name, root / spec.audio, clips, may_be_absent)
     return clips
 
 

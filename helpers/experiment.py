@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Mapping
 
 import configs
+from helpers.errors import debug_enabled, exit_on_user_error
 from models.registry import arch_names, extra_arch_blocks
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def add_checked_config(ex, defaults: dict, validate: Callable[[dict], None],
         try:
             validate(config)
         except configs.ConfigError as e:
-            if getattr(ex, "exit_on_config_error", False):  # command line: one clean message, no traceback
+            if getattr(ex, "exit_on_config_error", False) and not getattr(ex, "debug", False):  # command line
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
@@ -73,8 +74,9 @@ def setup_experiment(ex, stage: int) -> None:
         """Train (``python -m ex_stage{1,2} with arch=... [ckpt_path=<last.ckpt> to resume]``), then test the best."""
         from helpers.training.train import train  # lazy: Lightning loads only for the commands that train or test
 
-        configs.require_arch(_config["arch"], arch_names())
-        return train(_config, stage)
+        with user_errors(ex):
+            configs.require_arch(_config["arch"], arch_names())
+            return train(_config, stage)
 
     @ex.command
     def test(_config):
@@ -82,17 +84,20 @@ def setup_experiment(ex, stage: int) -> None:
         # lazy: Lightning loads only for the commands that train or test
         from helpers.training.train import test_checkpoint
 
-        configs.require_arch(_config["arch"], arch_names())
-        if not _config.get("ckpt_path"):
-            raise configs.ConfigError("the test command needs ckpt_path=<checkpoint file or name>")
-        return test_checkpoint(_config, stage, _config["ckpt_path"])
+        with user_errors(ex):
+            configs.require_arch(_config["arch"], arch_names())
+            if not _config["ckpt_path"]:
+                raise configs.ConfigError("the test command needs ckpt_path=<checkpoint file or name>")
+            return test_checkpoint(_config, stage, _config["ckpt_path"])
 
     @ex.command(unobserved=True)
     def check_data(_config):
         """Print one table of every data set (folder, files found, expected, status); exit 1 if anything is missing."""
         from data_util import doctor  # lazy: each data command loads only its own module
 
-        report = doctor.check_data(configs.dataset_root(_config), configs.resources_dir(_config), stage=stage)
+        with user_errors(ex):
+            report = doctor.check_data(configs.dataset_root(_config), configs.resources_dir(_config), stage=stage,
+                                       sample_audio=doctor.DEFAULT_AUDIO_SAMPLES)
         print(doctor.format_report(report))
         if not report.ok:
             sys.exit(1)
@@ -103,7 +108,8 @@ def setup_experiment(ex, stage: int) -> None:
         """Resample the 44.1 kHz originals into the missing ``_16k`` folders (parallel, resumable, atomic per file)."""
         from data_util import prepare  # lazy: each data command loads only its own module
 
-        result = prepare.prepare_data(configs.dataset_root(_config))
+        with user_errors(ex):
+            result = prepare.prepare_data(configs.dataset_root(_config))
         print(result.as_dict())
         if result.failed:
             sys.exit(1)
@@ -127,7 +133,16 @@ def _all_sections(config: dict):
     return config_sections
 
 
+def user_errors(ex):
+    """Context of a command's body: on the command line a user error (``helpers.errors``) is one message and exit
+    status 2, unless debugging (``T4SED_DEBUG=1``, ``--debug``); in-process runs (``ex.run``) get the exception."""
+    return exit_on_user_error(getattr(ex, "exit_on_user_error", False), getattr(ex, "debug", False))
+
+
 def run(ex, argv=None) -> None:
-    """Command-line entry point: Sacred's, with our config errors shown as one clear message."""
+    """Command-line entry point: Sacred's, with config and other user errors shown as one clear message."""
+    argv = argv if argv is not None else sys.argv
     ex.exit_on_config_error = True
-    ex.run_commandline(argv if argv is not None else sys.argv)
+    ex.exit_on_user_error = True
+    ex.debug = debug_enabled(argv)
+    ex.run_commandline(argv)

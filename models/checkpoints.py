@@ -43,6 +43,7 @@ import os
 import pathlib
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -50,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import configs
 from data_util.atomic import atomic_path
 from models.registry import ARCH_SPECS, arch_spec
 
@@ -114,9 +116,14 @@ def safe_load(path: str | os.PathLike) -> dict:
     """Read a checkpoint file onto the CPU without executing pickled code.
 
     ``torch.load(weights_only=True)`` with the allow-list of :func:`safe_globals`. Raises
-    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a truncated or
-    non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
+    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a URL (never fetched), a truncated
+    or non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
     """
+    if configs.is_url(path):
+        raise CheckpointError(
+            f"{path}: is a URL; checkpoints are read from local files only (a downloaded pickle could run code). "
+            "Download it first (released files: `python download_resources.py`), then pass the local path."
+        )
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -124,10 +131,16 @@ def safe_load(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
+        unsafe = _unsafe_globals(path)
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; "
+                "a partial download or another kind of file?)"
+            ) from e
+        if unsafe or "weights_only" in str(e).lower() or "weights only" in str(e).lower():
             raise CheckpointError(
                 f"{path}: refused to load: the file contains Python objects outside the safe allow-list "
-                f"({', '.join(_unsafe_globals(path)) or 'see the chained error'}). Loading it would execute pickled code. "
+                f"({', '.join(unsafe) or 'see the chained error'}). Loading it would execute pickled code. "
                 "If you trust the file, re-save just its tensors in a separate session "
                 "(torch.load(..., weights_only=False), then torch.save of the state dicts)."
             ) from e
@@ -139,6 +152,18 @@ def safe_load(path: str | os.PathLike) -> dict:
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(checkpoint).__name__}")
     return dict(checkpoint)
+
+
+# The first byte of a pickle of protocol 2 or later (torch.save's legacy format starts with one).
+_PICKLE_PROTO_OPCODE = b"\x80"
+
+
+def _looks_like_torch_file(path: pathlib.Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, pickles): random bytes are neither."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == _PICKLE_PROTO_OPCODE
 
 
 def _unsafe_globals(path: pathlib.Path) -> list[str]:
@@ -484,6 +509,22 @@ def sed_state_dict(checkpoint: Mapping[str, Any], mode: str = "student", source:
         f"with '{mode}.'; top-level entries: {list(checkpoint)[:10]}. Is it a backbone file? Then use "
         "<arch>.pretrained_name instead of t4_wrapper.model_init_id / pretrained_name."
     )
+
+
+def arch_of_state_dict(state_dict: Mapping[str, Any]) -> str | None:
+    """The backbone (a registered arch) of a SED model's state dict, from its block keys; None if it tells none."""
+    found = [arch for arch, spec in ARCH_SPECS.items()
+             if any(re.match(re.escape(AS_MODEL_PREFIX + BACKBONE_PREFIX) + spec.block_pattern, k) for k in state_dict)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_same_arch(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """One-line :class:`CheckpointError` naming both archs when ``state_dict`` holds another backbone than
+    ``model`` (instead of hundreds of missing and unexpected keys)."""
+    held, built = arch_of_state_dict(state_dict), arch_of_state_dict(model.state_dict())
+    if held and built and held != built:
+        raise CheckpointError(f"{source} holds a {held} model, but the model was built with arch={built}: "
+                              f"use arch={held} (with the settings it was trained with) or another checkpoint")
 
 
 def save_sed_checkpoint(

@@ -29,6 +29,7 @@ import configs
 from models.checkpoints import (
     BACKBONE_PREFIX,
     CheckpointError,
+    check_same_arch,
     convert_backbone_checkpoint,
     drop_keys_under,
     is_sed_checkpoint,
@@ -44,10 +45,12 @@ from models.registry import ARCH_SPECS, arch_spec, extra_arch_blocks
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
+CHECKPOINT_SUFFIXES = configs.CHECKPOINT_SUFFIXES
 HEAD_DIM = 64  # attention head width of every released backbone (768 = 12 x 64)
 BACKBONE = "as_model.model."
 HEAD_WEIGHT = "as_model.head_linear_layer.weight"
+# Keys whose shapes define the model (CRNN filters, GRU, classifier); a file without them is no complete SED model.
+SPEC_KEYS = ("cnn.cnn.conv0.weight", "rnn.rnn.weight_ih_l0", "cat_tf.weight", "dense.weight")
 # Blocks of a training config that describe the model (the rest is about training).
 MODEL_BLOCKS = ("t4_wrapper", "mel", "scaler", "passt_mel")
 # t4_wrapper keys that the shapes cannot show; a released stage checkpoint run with other values gets a warning.
@@ -123,10 +126,16 @@ def detect_arch(state_dict: Mapping[str, Any], source: str = "checkpoint", prefi
     return found[0]
 
 
-def backbone_sizes(state_dict: Mapping[str, Any], arch: str, prefix: str = BACKBONE) -> dict:
+def backbone_sizes(state_dict: Mapping[str, Any], arch: str, prefix: str = BACKBONE,
+                   source: str = "checkpoint") -> dict:
     """What the shapes of a backbone's keys (below ``prefix``) show: ``embed_dim``, ``depth`` (the blocks present),
     ``mlp_ratio`` and, where a tensor shows it (BEATs), ``num_heads``."""
     spec = arch_spec(arch)
+    needed = [prefix + k for k in (spec.embed_dim_key, spec.mlp_in_key, spec.heads_key) if k]
+    missing = [key for key in needed if key not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a complete {arch} backbone: the state dict lacks {missing} "
+                              "(a truncated or foreign file?)")
     embed_dim = int(state_dict[prefix + spec.embed_dim_key].shape[-1])
     sizes = {"embed_dim": embed_dim, "depth": _count(state_dict, "^" + re.escape(prefix) + spec.block_pattern),
              "mlp_ratio": state_dict[prefix + spec.mlp_in_key].shape[0] / embed_dim}
@@ -135,12 +144,18 @@ def backbone_sizes(state_dict: Mapping[str, Any], arch: str, prefix: str = BACKB
     return sizes
 
 
-def shape_settings(state_dict: Mapping[str, Any], arch: str) -> dict:
+def shape_settings(state_dict: Mapping[str, Any], arch: str, source: str = "checkpoint") -> dict:
     """What the shapes of a SED state dict of ``arch`` show, as config values: ``{arch: {...}, "t4_wrapper": {...}}``.
 
     ``<arch>.depth`` here is the number of blocks present (``depth - drop_top_layers`` of the model that saved it).
     """
-    backbone = backbone_sizes(state_dict, arch)
+    spec = arch_spec(arch)
+    needed = [*SPEC_KEYS, *(BACKBONE + k for k in (spec.embed_dim_key, spec.mlp_in_key, spec.heads_key) if k)]
+    missing = [key for key in needed if key not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a complete {arch} SED model: the state dict lacks {missing} "
+                              "(a backbone-only, truncated or foreign file?)")
+    backbone = backbone_sizes(state_dict, arch, source=source)
     embed_dim = backbone["embed_dim"]
     wrapper = {
         "nclass": int(state_dict["dense.weight"].shape[0]),
@@ -190,7 +205,10 @@ def check_fits(config: Mapping, state_dict: Mapping[str, Any], source: str) -> s
     """The architecture of ``state_dict``; one ``CheckpointError`` listing every setting of ``config`` that the
     checkpoint's shapes contradict (instead of a long list of mismatched keys)."""
     arch = detect_arch(state_dict, source)
-    found = _disagreements(config, shape_settings(state_dict, arch), arch)
+    if config.get("arch") not in (None, arch):
+        raise CheckpointError(f"{source} holds a {arch} model, but the config has arch={config['arch']}: use "
+                              f"arch={arch} (with the settings it was trained with) or another checkpoint")
+    found = _disagreements(config, shape_settings(state_dict, arch, source), arch)
     if found:
         raise CheckpointError(f"{source} does not fit the model built from the config: " + "; ".join(found)
                               + ". Pass the settings the checkpoint was trained with "
@@ -223,7 +241,7 @@ def checkpoint_config(state_dict: Mapping[str, Any], *, stored: Mapping | None =
         for block in MODEL_BLOCKS + (arch,):
             if isinstance(stored.get(block), Mapping):
                 configs.merge_config(resolved[block], copy.deepcopy(dict(stored[block])))
-        shapes = shape_settings(state_dict, arch)
+        shapes = shape_settings(state_dict, arch, source)
         if "num_heads" not in shapes[arch] and not (isinstance(stored.get(arch), Mapping)
                                                     and "num_heads" in stored[arch]):
             shapes[arch]["num_heads"] = max(1, shapes[arch]["embed_dim"] // HEAD_DIM)
@@ -234,7 +252,7 @@ def checkpoint_config(state_dict: Mapping[str, Any], *, stored: Mapping | None =
         if "backbone" in overrides:
             overrides[arch] = {**dict(overrides.get(arch, {})), **overrides.pop("backbone")}
         resolved = _with(resolved, overrides)
-        found = _disagreements(resolved, shape_settings(state_dict, arch), arch)
+        found = _disagreements(resolved, shape_settings(state_dict, arch, source), arch)
         if found:
             raise CheckpointError(f"{source}: the requested settings contradict the checkpoint: " + "; ".join(found))
     heads = resolved[arch]["num_heads"]
@@ -266,6 +284,7 @@ def load_sed_checkpoint(model, path: str | os.PathLike, mode: str = "student", c
     first in one error."""
     checkpoint = safe_load(path)
     state_dict = sed_state_dict(checkpoint, mode, source=str(path))
+    check_same_arch(model, state_dict, str(path))
     if config is not None:
         check_fits(config, state_dict, str(path))
     load_sed_weights(model, state_dict, source=f"{path} [{mode}]")
@@ -401,7 +420,7 @@ def read_backbone(source: str | os.PathLike, *, arch: str | None = None, mode: s
         found, source_format, state_dict = _foreign_backbone(checkpoint, arch, str(path))
     if arch is not None and found != arch:
         raise CheckpointError(f"{path} holds a {found} backbone ({source_format} checkpoint), but arch={arch!r}")
-    config = _backbone_config(found, backbone_sizes(state_dict, found, prefix=""), stored)
+    config = _backbone_config(found, backbone_sizes(state_dict, found, prefix="", source=str(path)), stored)
     return BackboneWeights(path, found, source_format, state_dict, config, stored)
 
 

@@ -9,8 +9,10 @@ sibling package of its own layer:
     models
     helpers.evaluation
     helpers.training | helpers.predictions          (siblings: no imports between them)
+    helpers.errors (user-error messages) | helpers.resource_checks (release-file checks)
     helpers.experiment | helpers.demo_recipe | helpers.env_check | helpers.hear_validate
-    ex_* experiments | inference | hear_api | download_resources | bench   (command lines)
+    ex_* experiments | inference | hear_api | download_resources   (command lines)
+    bench                                               (benchmarks time the command lines too)
 
 Function-level imports are allowed only with a reason on the line (or the line above): ``# lazy: ...``.
 """
@@ -30,8 +32,10 @@ LAYERS = (
     ("models",),
     ("helpers.evaluation",),
     ("helpers.training", "helpers.predictions"),
+    ("helpers.errors", "helpers.resource_checks"),
     ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check", "helpers.hear_validate"),
-    ("ex_stage1", "ex_stage2", "ex_downstream", "inference", "hear_api", "download_resources", "bench"),
+    ("ex_stage1", "ex_stage2", "ex_downstream", "inference", "hear_api", "download_resources"),
+    ("bench",),
 )
 PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "ex_downstream", "inference",
                  "hear_api", "download_resources", "bench"}

@@ -59,7 +59,7 @@ def test_tree_and_named_config_are_valid(stage):
     (1, {"training": {"wavmix_p": 1.5}}, r"training.wavmix_p=1.5 must be a number \(>= 0.0 and <= 1.0\)"),
     (2, {"mode": "ema"}, "mode='ema' must be one of 'student', 'teacher'"),
     (2, {"t4_wrapper": {"embed_pool": "max"}}, "t4_wrapper.embed_pool='max' must be one of 'aap', 'int', 'conv'"),
-    (1, {"t4_wrapper": {"no_wrapper": 2}}, "t4_wrapper.no_wrapper=2 must be True/False"),
+    (1, {"t4_wrapper": {"no_wrapper": 2}}, "t4_wrapper.no_wrapper=2 must be True or False"),
     (1, {"optimizer": {"pt_trainable_layers": "some"}}, "optimizer.pt_trainable_layers='some' must be an integer or"),
     (1, {"training": 3}, "training=3 must be a block of keys"),
 ])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -276,3 +277,23 @@ def test_tuned_csebbs_parameters_load_from_json(tmp_path, caplog):
     path.write_text('{"step_filter_lenght": 0.5}')
     with pytest.raises(ValueError, match="unknown cSEBBs parameter"):
         postprocess.load_csebbs_predictor(path, ["a"])
+
+
+def test_folder_mode_batches_windows_across_files_with_the_per_file_results(setup, monkeypatch):
+    """BEATs' front-end has no batch statistics, so sharing batches across files must not change any output."""
+    calls = []
+    original = inference._WindowRunner.forward
+    monkeypatch.setattr(inference._WindowRunner, "forward",
+                        lambda self, windows, *rest, **kw: calls.append(len(windows)) or original(self, windows,
+                                                                                               *rest, **kw))
+    model = setup["models"] / "tiny_beats.ckpt"
+    out = setup["root"] / "out_batched"
+    assert _run(setup, "--audio_file", setup["audio"], "--model_name", model, "--out", out / "folder",
+                "--batch_size", "16", "--no_plot") == 0
+    assert calls == [1 + 4]  # the short file's window and the long file's 4 in one forward pass
+    for name, audio in (("short", setup["short"]), ("sub/long_stereo", setup["audio"] / "sub" / "long_stereo.flac")):
+        assert _run(setup, "--audio_file", audio, "--model_name", model, "--out", out / "single", "--no_plot") == 0
+        stem = Path(name).name
+        _, batched = read_predictions(out / "folder" / name / f"{stem}_scores.hdf5")
+        _, single = read_predictions(out / "single" / stem / f"{stem}_scores.hdf5")
+        np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)

@@ -467,7 +467,7 @@ def test_existing_files_are_kept_unless_overwrite(workspace):
 def test_a_checkpoint_of_another_arch_fails_with_a_hint(workspace):
     config = _merge(workspace["configs"]["atst_frame"], {
         "pretrained_name": "beats_tiny", "base_path": str(_devtest_only_root(workspace)), "out_name": "wrong_arch"})
-    with pytest.raises(Exception, match=r"does not fit the model(.|\n)*arch=atst_frame"):
+    with pytest.raises(Exception, match=r"holds a beats model(.|\n)*arch=atst_frame"):
         pc.store_predictions(config, echo=_quiet)
     assert not (workspace["root"] / "preds" / "wrong_arch" / "devtest.hdf5").exists()
 

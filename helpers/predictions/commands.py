@@ -15,6 +15,7 @@ audio folder is missing are skipped with a notice instead of crashing; existing 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -35,10 +36,12 @@ from data_util.layout import PREDICTION_SETS, SETS
 from data_util.prediction_files import (
     PREDICTION_SUFFIX,
     PredictionCommandError,
+    file_attributes,
     find_prediction_folder,
     write_predictions,
 )
 from helpers.predictions.ensemble import ensemble_files
+from models.compile import compile_in_place
 from models.loading import CheckpointNotFoundError, load_sed_model, resolve_checkpoint
 from models.registry import arch_names
 
@@ -47,10 +50,11 @@ log = logging.getLogger(__name__)
 TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
 MODES = ("student", "teacher")
 MIN_ENSEMBLE_MEMBERS = 2
-# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 autocast on a GPU (front-ends and
-# output heads stay float32 inside the model either way).
+# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 / float16 autocast on a GPU
+# (front-ends and output heads stay float32 inside the model either way).
 FLOAT32_PRECISIONS = ("32", "32-true", "fp32")
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
+FP16_PRECISIONS = ("16", "16-mixed", "fp16")
 DEFAULT_PRECISION = "32"
 
 Echo = Callable[[str], None]
@@ -81,14 +85,13 @@ def _autocast(device: torch.device, precision: str):
     precision = str(precision)
     if precision in FLOAT32_PRECISIONS:
         return nullcontext()
-    if precision not in BF16_PRECISIONS:
-        raise PredictionCommandError(
-            f"precision={precision!r} is not supported; use one of {FLOAT32_PRECISIONS + BF16_PRECISIONS}"
-        )
+    if precision not in BF16_PRECISIONS + FP16_PRECISIONS:
+        raise PredictionCommandError(f"precision={precision!r} is not supported; use one of "
+                                     f"{FLOAT32_PRECISIONS + BF16_PRECISIONS + FP16_PRECISIONS}")
     if device.type != "cuda":
         log.warning("precision=%s needs a GPU; predicting in float32 on the %s", precision, device.type)
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision in BF16_PRECISIONS else torch.float16)
 
 
 @torch.inference_mode()
@@ -129,6 +132,32 @@ def store_sets(config: Mapping) -> tuple[str, ...]:
     return tuple(n for n in PREDICTION_SETS if n in chosen)
 
 
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint file: recorded in its prediction files (the same path may hold new weights later)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _refuse_other_checkpoint(paths: list[Path], attributes: Mapping[str, str]) -> None:
+    """``PredictionCommandError`` when existing prediction files (kept without ``overwrite``) were written from
+    another checkpoint file or mode than ``attributes`` describes."""
+    others = []
+    for path in paths:
+        recorded = file_attributes(path)
+        if "checkpoint_sha256" in recorded:
+            same = recorded["checkpoint_sha256"] == attributes["checkpoint_sha256"]
+        else:  # written before digests were recorded: compare the file names
+            same = Path(recorded.get("checkpoint", "")) == Path(attributes["checkpoint"])
+        if not same or recorded.get("mode", attributes["mode"]) != attributes["mode"]:
+            others.append(f"{path.name} (from {recorded.get('checkpoint', 'an unrecorded checkpoint')}, "
+                          f"{recorded.get('mode', '?')})")
+    if others:
+        raise PredictionCommandError(
+            f"{paths[0].parent} holds predictions of another checkpoint: {', '.join(others)}; this run stores "
+            f"{attributes['checkpoint']} ({attributes['mode']}). Choose another out_name, or overwrite=True to "
+            "replace them.")
+
+
 def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS`` (or of the
     ``store_sets`` key: e.g. only the evaluation sets, when the model's predictions are not needed as
@@ -137,9 +166,11 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     ``name``: ``out_name`` if set, else the checkpoint's name (``pretrained_name`` → ``t4_wrapper.model_init_id``
     → ``atst_stage2``; a path gives its file stem); ``_t`` is appended for ``mode=teacher``. Existing files are
     kept unless ``overwrite=True``; sets without an audio folder are skipped. The checkpoint is loaded once, on
-    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards.
+    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards. Existing files written
+    from another checkpoint (the files record its SHA-256) or mode are an error unless ``overwrite=True``.
     """
     arch = configs.require_arch(config["arch"], arch_names())
+    configs.refuse_url(pretrained_name(config), "pretrained_name")
     mode = config["mode"]
     if mode not in MODES:
         raise PredictionCommandError(f"mode={mode!r} must be one of {MODES}")
@@ -152,11 +183,14 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                          num_workers=int(config["test"]["num_workers"]),
                          precision=str(config["predict_precision"]))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    attributes = {"checkpoint": str(checkpoint), "arch": arch, "mode": mode}
+    attributes = {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint), "arch": arch,
+                  "mode": mode}
     description = f"checkpoint={checkpoint}; arch={arch}; mode={mode}"
 
 
     sets = store_sets(config)
+    if not overwrite:
+        _refuse_other_checkpoint([p for n in sets if (p := out_dir / f"{n}{PREDICTION_SUFFIX}").is_file()], attributes)
     folders = {name: _prediction_set_folder(name, dataset_root) for name in sets}
     shared_folders = {f for f in folders.values() if list(folders.values()).count(f) > 1}  # weak_train / weak_val
     computed: dict[Path, tuple[list[str], np.ndarray]] = {}  # predictions of shared folders, computed once
@@ -178,6 +212,8 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                 continue
             if model is None:
                 model = load_sed_model(checkpoint, mode=mode, config=config).to(device)
+                if config["compile"]:
+                    compile_in_place(model.model, f"the {arch} SED model")
                 echo(f"Storing {mode} predictions of {checkpoint} ({arch}, {device}) to {out_dir}.")
             predictions = predict_logits(model, dataset, device=device, desc=name, **loader_kwargs)
             if audio_folder in shared_folders:
@@ -262,12 +298,13 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
             todo[name] = files
     if not todo:
         return result
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, files in todo.items():
             ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}", weights=weights, model=description)
         what = "mean" if weights is None else "weighted mean"
+        out_dir.mkdir(exist_ok=True)  # only now: a failed ensemble leaves no (empty) output folder behind
         for name in todo:
             os.replace(staging / f"{name}{PREDICTION_SUFFIX}", out_dir / f"{name}{PREDICTION_SUFFIX}")
             echo(f"{name}: {what} of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
@@ -307,12 +344,20 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     ``{"<set>/<metric>": value}``.
     """
     from helpers.evaluation.report import (  # lazy: evaluation loads sebbs, sed_scores_eval and matplotlib
+        DESED_EVAL_SETS,
+        MAESTRO_SET,
+        PRIVATE_SET,
         CSEBBsConfig,
         evaluate_predictions,
         log_to_active_wandb,
     )
 
     folder = find_prediction_folder(pretrained_name(config), configs.preds_dir(config), "prediction folder")
+    evaluated = [f"{name}{PREDICTION_SUFFIX}" for name in (MAESTRO_SET, *DESED_EVAL_SETS, PRIVATE_SET)]
+    if not any((folder / name).is_file() for name in evaluated):
+        raise PredictionCommandError(
+            f"no prediction files to evaluate in {folder}: expected at least one of {', '.join(evaluated)}; write "
+            "them with store_predictions (or ensemble_predictions), or name another folder with pretrained_name")
     csebbs_cfg = CSEBBsConfig(
         classwise=bool(config["classwise"]),
         step_filter_lengths=tuple(config["step_filter_lengths"]),
@@ -324,6 +369,9 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     resources = configs.resources_dir(config)
     report = evaluate_predictions(folder, configs.resolve_dataset_path(config["base_path"]), resources,
                                   csebbs_cfg, echo=echo)
+    if not report.get("sets"):
+        raise PredictionCommandError(f"nothing was evaluated in {folder}: every set was skipped (see the lines "
+                                     "above: labels or durations missing?); check the data with check_data")
     metrics = report_metrics(report)
     log_to_active_wandb(report.get("plots", []), metrics)
     return metrics

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+import configs
 import configs.downstream as downstream_config
 from data_util.atomic import atomic_write_text
 from data_util.hear import HearCropDataset, HearFileDataset, HearTask, HearWavmix, read_task
@@ -42,6 +43,7 @@ from helpers.training import augment
 from helpers.training.optim import build_optimizer, build_scheduler, learning_rates
 from helpers.training.run_logging import EnergyCallback, finish_loggers, make_loggers, run_metadata
 from helpers.training.runner import (
+    build_trainer,
     checkpoint_callbacks,
     csv_version,
     fit_and_test,
@@ -51,9 +53,9 @@ from helpers.training.runner import (
     plain_config,
     restore_rng_state,
     rng_state,
-    trainer_kwargs,
     write_results,
 )
+from helpers.training.safe_resume import TRAINING_ENTRIES, SafeCheckpointIO
 from models.checkpoints import CheckpointError, safe_load
 from models.factory import build_frame_embedder
 from models.frame_embedder import FrameClassifier, frame_centres_ms
@@ -67,12 +69,15 @@ MONITOR = f"val/{PRIMARY_METRIC}"
 BACKBONE_PREFIX = "model.embedder.backbone."  # parameter names inside DownstreamSystem
 EVENTS_FILE = "{split}_events.json"  # predicted events of the best checkpoint, HEAR format, in the run folder
 STAGES = {"val": "valid_splits", "test": "test_splits"}
+PATH_KEYS = ("task_path", "pretrained_name", "model_path", "ckpt_path")  # never URLs: nothing is downloaded
 
 
 def check_config(config: Mapping) -> None:
     """Every key and value, and the keys every command needs (``arch``, ``task_path``), before anything is created."""
     downstream_config.validate(dict(config), extra_arch_blocks())
     downstream_config.require_run_keys(dict(config), arch_names())
+    for key in PATH_KEYS:
+        configs.refuse_url(config.get(key), key)
 
 
 def read_config_task(config: Mapping) -> HearTask:
@@ -94,7 +99,8 @@ def initialise_backbone(model: FrameClassifier, config: Mapping) -> None:
     if not name:
         log.warning("%s: pretrained_name is None: the transformer starts from random weights", config["arch"])
         return
-    weights = read_backbone(name, arch=config["arch"], mode=config["checkpoint_mode"], model_dir=config["model_path"])
+    weights = read_backbone(name, arch=config["arch"], mode=config["checkpoint_mode"],
+                            model_dir=configs.model_dir(config))
     load_backbone_weights(model.embedder.backbone, weights, config)
 
 
@@ -253,15 +259,39 @@ class DownstreamSystem(pl.LightningModule):
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def _build_trainer(config: Mapping, run_dir: Path, loggers: list) -> pl.Trainer:
+def _build_trainer(config: Mapping, run_dir: Path, loggers: list,
+                   checkpoint_io: SafeCheckpointIO | None = None) -> pl.Trainer:
     callbacks = [*checkpoint_callbacks(run_dir / "checkpoints", MONITOR, config["training"]["checkpoint_every_n_steps"]),
                  EnergyCallback(run_dir / "codecarbon", 0, project="HEAR downstream")]
-    kwargs = trainer_kwargs(config)
-    kwargs.setdefault("default_root_dir", str(run_dir))
-    if kwargs.get("strategy") == "ddp" and not config["transformer_frozen"]:
-        # parameters outside the forward pass (ATST's mask token, BEATs' predictor) train too: DDP must allow them
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
-    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
+    # a fine-tuned backbone has parameters outside the forward pass (ATST's mask token, BEATs' predictor)
+    return build_trainer(config, run_dir, loggers, callbacks, checkpoint_io,
+                         unused_parameters=not config["transformer_frozen"])
+
+
+def read_downstream_checkpoint(path: Path, purpose: str, *, training: bool = False) -> dict:
+    """A checkpoint of an ``ex_downstream`` run, read safely; ``training``: it must hold what resuming needs."""
+    checkpoint = safe_load(path)
+    stored = checkpoint.get("config")
+    if not isinstance(stored, Mapping) or "frames" not in stored or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{purpose}={path} is not an ex_downstream checkpoint (no stored downstream config); "
+                              "use the checkpoints/best-*.ckpt or last.ckpt of an ex_downstream run")
+    absent = [entry for entry in TRAINING_ENTRIES if entry not in checkpoint]
+    if training and absent:
+        raise CheckpointError(f"{purpose}={path}: not a training checkpoint to resume (no {' / '.join(absent)})")
+    return checkpoint
+
+
+def _resume_io(config: Mapping, resume_from: str | None) -> tuple[str | None, SafeCheckpointIO]:
+    """The resume file's path and a checkpoint plugin that hands Lightning the checked file (read once, safely)."""
+    if not resume_from:
+        return None, SafeCheckpointIO()
+    path = resolve_checkpoint(resume_from, configs.model_dir(config))
+    checkpoint = read_downstream_checkpoint(path, "ckpt_path", training=True)
+    held = checkpoint["config"].get("arch")
+    if held != config["arch"]:
+        raise CheckpointError(f"ckpt_path={path} holds a {held} model, but arch={config['arch']}: resume with "
+                              f"arch={held} (and the config the run was started with)")
+    return str(path), SafeCheckpointIO(preloaded={str(path): checkpoint})
 
 
 def _write_events(run_dir: Path, system: DownstreamSystem) -> None:
@@ -285,18 +315,18 @@ def train(config: Mapping) -> dict:
     config = plain_config(config)
     check_config(config)
     task = read_config_task(config)
-    resume_from = config["ckpt_path"]
+    resume_from, checkpoint_io = _resume_io(config, config["ckpt_path"])
     pl.seed_everything(int(config.get("seed", config["training"]["seed"])), workers=True)  # Sacred adds "seed"
+    model = build_classifier(config, len(task.labels))
+    initialise_backbone(model, config)  # a checkpoint that does not fit fails before the run folder is named
     task_name = str(task.metadata.get("task_name", task.path.name))
     run_dir = make_run_dir(config, resume_from, default_name=f"{config['arch']}_{task_name}")
     run_info = {**run_metadata("downstream"), "run_dir": str(run_dir), "task": str(task.path)}
-    model = build_classifier(config, len(task.labels))
-    initialise_backbone(model, config)
     system = DownstreamSystem(config, model, task, run_info)
     data = HearDataModule(config, task)
     loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version(resume_from))
     try:
-        trainer = _build_trainer(config, run_dir, loggers)
+        trainer = _build_trainer(config, run_dir, loggers, checkpoint_io)
         # the best checkpoint is validated again and tested: the table shows both of its rows
         result = fit_and_test(trainer, system, data, run_dir, resume_from,
                               evaluate=lambda: _validate_and_test(trainer, system, data))
@@ -309,10 +339,7 @@ def train(config: Mapping) -> dict:
 
 def _checkpoint_settings(config: dict, checkpoint: Mapping, path: Path) -> dict:
     """``config`` with the model settings (arch, its block, front-end, frames) of a downstream checkpoint."""
-    stored = checkpoint.get("config")
-    if not isinstance(stored, Mapping) or "frames" not in stored or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not an ex_downstream checkpoint (no stored downstream config); "
-                              "test takes the checkpoints/best-*.ckpt or last.ckpt of an ex_downstream run")
+    stored = checkpoint["config"]
     if config.get("arch") not in (None, stored["arch"]):
         raise CheckpointError(f"{path} holds a {stored['arch']} model, but arch={config['arch']!r}")
     config = dict(config, arch=stored["arch"])
@@ -324,8 +351,9 @@ def _checkpoint_settings(config: dict, checkpoint: Mapping, path: Path) -> dict:
 def test_checkpoint(config: Mapping) -> dict:
     """Validate and test a downstream checkpoint (``ckpt_path``) on the task's splits; returns the scores."""
     config = plain_config(config)
-    path = resolve_checkpoint(config["ckpt_path"], config["model_path"])
-    checkpoint = safe_load(path)
+    configs.refuse_url(config["ckpt_path"], "ckpt_path")
+    path = resolve_checkpoint(config["ckpt_path"], configs.model_dir(config))
+    checkpoint = read_downstream_checkpoint(path, "ckpt_path")
     config = _checkpoint_settings(config, checkpoint, path)
     check_config(config)
     task = read_config_task(config)

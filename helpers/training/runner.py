@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from data_util.atomic import atomic_write_text
 from helpers.training.resume_points import ResumePoints
+from helpers.training.safe_resume import SafeCheckpointIO
 from models.checkpoints import safe_load
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,20 @@ def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, every_n_steps: int 
     ]
 
 
+def build_trainer(config: Mapping, run_dir: Path, loggers: list, callbacks: list,
+                  checkpoint_io: SafeCheckpointIO | None = None, *, unused_parameters: bool = False) -> pl.Trainer:
+    """``pl.Trainer`` from the ``trainer.*`` keys; every checkpoint it loads goes through ``safe_load``
+    (``checkpoint_io``). ``unused_parameters``: some trained parameters take no part in the forward pass (whole
+    backbones: ATST's mask token, BEATs' predictor), so ``trainer.strategy=ddp`` must look for them. The
+    experiments' data modules shard their training data themselves (``use_distributed_sampler=False``)."""
+    kwargs = trainer_kwargs(config)
+    kwargs.setdefault("default_root_dir", str(run_dir))
+    if unused_parameters and kwargs.get("strategy") == "ddp":
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    kwargs["plugins"] = [*(kwargs.get("plugins") or []), checkpoint_io or SafeCheckpointIO()]
+    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
+
+
 def float_metrics(metrics: Mapping) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(("test/", "val/"))}
 
@@ -112,7 +127,7 @@ def fit_and_test(trainer: pl.Trainer, system: pl.LightningModule, data: pl.Light
     with warnings.catch_warnings():
         # the data modules restore a sampler's mid-epoch position themselves where they have one
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
-        trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+        trainer.fit(system, datamodule=data, ckpt_path=resume_from, weights_only=True)
     fit_metrics = float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
     last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
     best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")
@@ -149,6 +164,7 @@ def restore_rng_state(state: Mapping | None) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-__all__ = ["plain_config", "loader_kwargs", "trainer_kwargs", "make_run_dir", "csv_version", "checkpoint_callbacks", "float_metrics",
+__all__ = ["plain_config", "loader_kwargs", "trainer_kwargs", "make_run_dir", "csv_version", "checkpoint_callbacks",
+           "build_trainer", "float_metrics",
            "fit_and_test", "write_results", "rng_state", "restore_rng_state", "RESULTS_FILE", "RUN_DIR_ENV",
            "LAST_CHECKPOINT"]

@@ -32,6 +32,7 @@ from helpers.training.optim import build_optimizer, build_scheduler, learning_ra
 from helpers.training.runner import restore_rng_state, rng_state
 from helpers.training.stages import augment_batch, group_slice, masked_targets, rows_vector, step_features, strategy_for
 from helpers.training.validation import STUDENT, TEACHER, Collector, EvalSet, test_results, validation_results
+from models.compile import compile_in_place
 from models.factory import build_frontends
 from models.registry import arch_spec
 
@@ -82,6 +83,9 @@ class SEDSystem(pl.LightningModule):
         self.teacher = teacher if teacher is not None else make_teacher(student)
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
+        if self.config["compile"]:  # after the teacher's deep copy (see models.compile)
+            compile_in_place(self.student, "the student")
+            compile_in_place(self.teacher, "the teacher")
         # what trains is fixed now, before DDP wraps the model (it registers every parameter requiring grad)
         self.strategy.param_groups(self.student, self.config["optimizer"])
         self.cnn_frontend, self.transformer_frontend = build_frontends(self.config)

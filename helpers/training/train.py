@@ -26,6 +26,7 @@ from data_util.datasets import (
     build_eval_set,
     build_train_sets,
 )
+from data_util.preflight import check_run_inputs, config_value
 from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
 from helpers.training.run_logging import (
@@ -37,6 +38,7 @@ from helpers.training.run_logging import (
 )
 from helpers.training.runner import (  # noqa: F401 (RUN_DIR_ENV, trainer_kwargs, plain_config: re-exported)
     RUN_DIR_ENV,
+    build_trainer,
     checkpoint_callbacks,
     csv_version,
     fit_and_test,
@@ -47,6 +49,7 @@ from helpers.training.runner import (  # noqa: F401 (RUN_DIR_ENV, trainer_kwargs
     trainer_kwargs,
     write_results,
 )
+from helpers.training.safe_resume import SafeCheckpointIO, check_resume_checkpoint
 from helpers.training.system import SEDSystem
 from helpers.training.validation import TEST_SETS, VAL_SETS, load_eval_sets
 from models.checkpoints import load_pretrained_backbone
@@ -74,6 +77,39 @@ def pseudo_label_dir(config: Mapping) -> Path | None:
     return resolve_pseudo_label_dir(config)
 
 
+# ------------------------------------------------------------------------------------------------ pre-flight
+def start_checkpoints(config: Mapping) -> dict[str, str]:
+    """``{config key: name or path}`` of the checkpoint file a run initialises its model from (see
+    :func:`initialise_student`): ``t4_wrapper.model_init_id``, else the backbone file, else nothing."""
+    init_id = config["t4_wrapper"]["model_init_id"]
+    if init_id:
+        return {"t4_wrapper.model_init_id": init_id}
+    key = backbone_checkpoint_key(config)
+    return {key: config_value(config, key)} if key else {}
+
+
+def backbone_checkpoint_key(config: Mapping) -> str | None:
+    """The config key naming the backbone file: ``<arch>.pretrained_name``, else the arch's backbone-only file
+    (``atst_checkpoint`` / ``beats_checkpoint``); None when neither is set (random init)."""
+    arch = config["arch"]
+    if config[arch]["pretrained_name"]:
+        return f"{arch}.pretrained_name"
+    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
+    if ssl_key is not None and config[ssl_key]:
+        return ssl_key
+    return None
+
+
+def preflight(config: Mapping, stage: int, *, training: bool = True, ckpt_path=None):
+    """Check every input of a run before anything is built or written (``data_util.preflight``): the sets it
+    trains on (``training``) and evaluates, pseudo-labels, and the checkpoints it starts from or tests."""
+    checkpoints = start_checkpoints(config) if training else {}
+    if ckpt_path:
+        checkpoints["ckpt_path"] = ckpt_path
+    eval_sets = (set(VAL_SETS) | set(TEST_SETS)) if training else set(TEST_SETS)
+    return check_run_inputs(config, stage, eval_sets=eval_sets, training=training, checkpoints=checkpoints)
+
+
 # ------------------------------------------------------------------------------------------------ model
 def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """(student, teacher or None) for ``stage``.
@@ -89,19 +125,17 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     wrapper = config["t4_wrapper"]
     init_id = wrapper["model_init_id"]
     if init_id:
-        path = resolve_checkpoint(init_id, config["model_path"])
+        path = resolve_checkpoint(init_id, configs.model_dir(config))
         load_sed_checkpoint(student, path, mode="student", config=config)
         teacher = build_model(config)
         load_sed_checkpoint(teacher, path, mode=wrapper["model_init_mode"])
         return student, teacher
     if stage == 2:
         log.warning("stage 2 without t4_wrapper.model_init_id: starting from the backbone weights, not from stage 1")
-    name = config[arch]["pretrained_name"]
-    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
-    if name is None and ssl_key is not None:
-        name = config[ssl_key]
+    key = backbone_checkpoint_key(config)
+    name = config_value(config, key) if key else None
     if name:
-        info = load_pretrained_backbone(student, resolve_checkpoint(name, config["model_path"]), arch)
+        info = load_pretrained_backbone(student, resolve_checkpoint(name, configs.model_dir(config)), arch)
         log.info("backbone initialised from %s (%s)", name, info.source_format)
     else:
         log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
@@ -206,21 +240,18 @@ class SamplerEpoch(pl.Callback):
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) -> pl.Trainer:
-    checkpoint_dir = run_dir / "checkpoints"
+def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list,
+                   checkpoint_io: SafeCheckpointIO | None = None) -> pl.Trainer:
+    """The trainer of a run; every checkpoint it loads goes through ``safe_load`` (``checkpoint_io``)."""
     callbacks = [
-        *checkpoint_callbacks(checkpoint_dir, MONITOR, config["training"]["checkpoint_every_n_steps"]),
+        *checkpoint_callbacks(run_dir / "checkpoints", MONITOR, config["training"]["checkpoint_every_n_steps"]),
         SamplerEpoch(),
         EnergyCallback(run_dir / "codecarbon", stage),
         ComplexityCallback(),
     ]
-    kwargs = trainer_kwargs(config)
-    kwargs.setdefault("default_root_dir", str(run_dir))
-    if stage == 2 and kwargs.get("strategy") == "ddp":
-        # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
-        # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
-    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
+    # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
+    # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
+    return build_trainer(config, run_dir, loggers, callbacks, checkpoint_io, unused_parameters=stage == 2)
 
 
 def train(config: dict, stage: int) -> dict:
@@ -232,16 +263,25 @@ def train(config: dict, stage: int) -> dict:
     config = plain_config(config)
     check_config(config, stage)
     resume_from = config["ckpt_path"]
+    # Everything the run reads is checked, and its checkpoints are loaded, before the run folder exists.
+    preflight(config, stage, ckpt_path=resume_from)
+    checkpoint_io = SafeCheckpointIO()
+    if resume_from:
+        resume_from = str(resolve_checkpoint(resume_from, configs.model_dir(config)))
+        checkpoint, _ = check_resume_checkpoint(config, resume_from)
+        checkpoint_io = SafeCheckpointIO(preloaded={resume_from: checkpoint})
     pl.seed_everything(int(config.get("seed", config["training"]["seed"])), workers=True)  # Sacred adds "seed"
-    run_dir = make_run_dir(config, resume_from)
-    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     data = T4DataModule(config, stage)
     student, teacher = initialise_student(config, stage)
+    eval_sets = load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS))
+    run_dir = make_run_dir(config, resume_from)
+    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     system = SEDSystem(config, stage, student, teacher=teacher, sub_batch_slices=data.sub_batch_slices(),
-                       eval_sets=load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS)), run_info=run_info)
+                       eval_sets=eval_sets, run_info=run_info)
     loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version(resume_from))
     try:
-        result = fit_and_test(_build_trainer(config, stage, run_dir, loggers), system, data, run_dir, resume_from)
+        trainer = _build_trainer(config, stage, run_dir, loggers, checkpoint_io)
+        result = fit_and_test(trainer, system, data, run_dir, resume_from)
     finally:
         finish_loggers(loggers)
     write_results(run_dir, result)
@@ -252,14 +292,15 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
     config = plain_config(config)
     check_config(config, stage)
-    path = resolve_checkpoint(ckpt_path, config["model_path"])
+    preflight(config, stage, training=False, ckpt_path=ckpt_path)
+    path = resolve_checkpoint(ckpt_path, configs.model_dir(config))
     student, teacher = build_model(config), build_model(config)
     load_sed_checkpoint(student, path, mode="student", config=config)
     load_sed_checkpoint(teacher, path, mode="teacher")
+    eval_sets = load_eval_sets(config, TEST_SETS)
     run_dir = make_run_dir(config, None)
     run_info = {**run_metadata(stage), "run_dir": str(run_dir), "tested_checkpoint": str(path)}
-    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=load_eval_sets(config, TEST_SETS),
-                       run_info=run_info)
+    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=eval_sets, run_info=run_info)
     data = T4DataModule(config, stage)
     loggers = make_loggers(config, run_dir, run_info)
     try:
@@ -274,4 +315,4 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
 
 
 __all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerEpoch",
-           "load_eval_sets", "trainer_kwargs"]
+           "load_eval_sets", "trainer_kwargs", "preflight", "start_checkpoints"]
