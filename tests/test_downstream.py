@@ -126,3 +126,24 @@ def test_command_line_rejects_a_misspelt_key_and_a_missing_task():
     assert process.returncode == 2
     assert "error: task_path='/nonexistent' is not a folder" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_resume_and_test_refuse_foreign_files_other_archs_and_urls(hear_demo_task, tiny_backbone_files, tmp_path):
+    import configs
+    from helpers.training import downstream
+    from models.checkpoints import CheckpointError
+
+    config = downstream_config.resolve(downstream_config.NAMED_CONFIGS["demo"],
+                                       {"arch": "beats", "task_path": str(hear_demo_task)})
+    stage_file = tiny_backbone_files["atst_frame"][1]
+    with pytest.raises(CheckpointError, match="not an ex_downstream checkpoint"):
+        downstream._resume_io(config, str(stage_file))
+    run = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "optimizer_states": [], "config": {**config, "arch": "fpasst"}}, run)
+    with pytest.raises(CheckpointError, match="holds a fpasst model, but arch=beats"):
+        downstream._resume_io(config, str(run))
+    torch.save({"state_dict": {}, "config": config}, run)
+    with pytest.raises(CheckpointError, match="not a training checkpoint to resume"):
+        downstream._resume_io(config, str(run))
+    with pytest.raises(configs.ConfigError, match="is a URL"):
+        downstream.check_config({**config, "pretrained_name": "https://example.org/ATST-F_strong_1.pt"})
