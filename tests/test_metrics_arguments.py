@@ -86,5 +86,6 @@ def test_psds_returns_the_curves(real):
     result = psds({k: scores[k][["onset", "offset", *DESED_CLASSES]] for k in gt}, gt, dur, PSDS1)
     tpr, efpr = result.roc
     assert len(tpr) == len(efpr) > 1 and set(result.class_rocs) == set(DESED_CLASSES)
-    _, psds1 = desed_metrics_and_psds1(scores, gt, dur, include_segment=False)
-    assert psds1.value == pytest.approx(result.value, abs=1e-12)
+    metrics, psds1 = desed_metrics_and_psds1(scores, gt, dur)
+    assert psds1.value == pytest.approx(result.value, abs=1e-12) == pytest.approx(metrics["psds1"], abs=1e-12)
+    assert "segment_pauroc" in metrics  # include_segment defaults to True here too
