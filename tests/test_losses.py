@@ -203,6 +203,8 @@ def test_bce_clamps_both_ends_and_empty_selection_is_float32():
 def test_loss_errors_name_the_config_key():
     with pytest.raises(ValueError, match=r"^loss='L1' is unknown"):
         losses.loss_function("L1")
+    with pytest.raises(ValueError, match=r"^loss='L1' is unknown"):
+        losses.LossFunction("L1")
     with pytest.raises(ValueError, match=r"^loss: prediction \(2,\) and target \(3,\) differ"):
         losses.loss_function("MSELoss")(torch.zeros(2), torch.zeros(3))
 
