@@ -167,6 +167,8 @@ def test_defaults_are_the_released_models():
     assert all(getattr(cnn.cnn, f"dropout{i}").p == 0.0 for i in range(7))
     gru = BidirectionalGRU(n_in=8, n_hidden=4).rnn
     assert (gru.num_layers, gru.dropout) == (2, 0.0)
+    # the convolution weights are channels-last (NHWC stack on CPU; the speed in docs/PERFORMANCE.md relies on it)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
 
 
 def test_custom_sizes_int_pooling_and_layer_norm():
