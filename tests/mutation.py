@@ -73,7 +73,7 @@ TARGETS = (
     Target("metrics", ("helpers/evaluation/metrics.py",), EVALUATION_TESTS),
     Target("scores", ("helpers/evaluation/scores.py",), EVALUATION_TESTS),
     Target("maestro", ("helpers/evaluation/maestro.py",), EVALUATION_TESTS),
-    Target("csebbs", ("helpers/evaluation/csebbs.py",), ("tests/test_csebbs.py",)),
+    Target("csebbs", ("helpers/evaluation/csebbs.py",), ("tests/test_csebbs_merging.py", "tests/test_csebbs.py")),
 )
 
 
