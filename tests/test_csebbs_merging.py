@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sebbs.csebbs import _merge_segments as sebbs_merge_segments
 
-from helpers.evaluation.csebbs import ChangePoints, detect_change_points, merge_segments
+from helpers.evaluation.csebbs import Boxes, ChangePoints, boxes_to_arrays, detect_change_points, merge_segments
 
 
 def _one_series(bounds, mean, low, high) -> ChangePoints:
@@ -27,7 +27,7 @@ def _both(bounds, mean, low, high, t_abs, t_rel):
 @pytest.mark.parametrize("t_rel", [1.5, 3.0])
 def test_two_events_merge_like_sebbs(t_rel):
     # background, event, shallow gap, event, background: 6 bounds, the smallest series sebbs merges
-    bounds = [0.0, 1.0, 2.5, 3.0, 4.5, 10.0]
+    bounds = [0.0, 1.0, 1.25, 1.5, 2.0, 10.0]  # merged, the box is exactly 1.0 s long
     mean, low, high = [0.1, 0.8, 0.5, 0.7, 0.1], [0.05, 0.6, 0.4, 0.5, 0.05], [0.2, 0.9, 0.6, 0.8, 0.2]
     ours, (onsets, offsets, scores) = _both(bounds, mean, low, high, 1.0, t_rel)
     closed = (0.9 + 1e-3) / (0.4 + 1e-3) < t_rel
@@ -37,19 +37,32 @@ def test_two_events_merge_like_sebbs(t_rel):
     np.testing.assert_allclose(ours.confidence, scores, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
 @pytest.mark.parametrize("at_threshold", ["before", "after"])
-def test_ratio_exactly_at_the_relative_threshold_keeps_the_gap(at_threshold):
-    # (0.499 + 1e-3) / (0.249 + 1e-3) is exactly 2.0 in float64: "less than" the threshold fails, so no merge,
-    # even though the other event's ratio is below it
-    assert (0.499 + 1e-3) / (0.249 + 1e-3) == 2.0
+def test_score_exactly_at_a_threshold_keeps_the_gap(kind, at_threshold):
+    # 0.499 + 1e-3 and 0.249 + 1e-3 are exactly 0.5 and 0.25 in float64: ratio 2.0, difference 0.25. "Less than"
+    # the threshold fails for that event, so no merge, even though the other event is below the threshold.
+    assert (0.499 + 1e-3) / (0.249 + 1e-3) == 2.0 and (0.499 + 1e-3) - (0.249 + 1e-3) == 0.25
+    t_abs, t_rel = (1.0, 2.0) if kind == "relative" else (0.25, 10.0)
     bounds = [0.0, 1.0, 2.0, 3.0, 4.0, 10.0]
     peaks = [0.499, 0.45] if at_threshold == "before" else [0.45, 0.499]
     mean, low = [0.1, 0.4, 0.3, 0.4, 0.1], [0.05, 0.3, 0.249, 0.3, 0.05]
     high = [0.2, peaks[0], 0.3, peaks[1], 0.2]
-    ours, (onsets, offsets, _) = _both(bounds, mean, low, high, 1.0, 2.0)
+    ours, (onsets, offsets, _) = _both(bounds, mean, low, high, t_abs, t_rel)
     assert len(onsets) == 2
     np.testing.assert_array_equal(ours.onset, onsets)
     np.testing.assert_array_equal(ours.offset, offsets)
+
+
+def test_boxes_to_arrays_without_durations():
+    # clip 0: one box [2, 3) of class 0; clip 1: no box (one frame of fill value, 1 ms, as sebbs lays it out)
+    boxes = Boxes(clip=np.array([0]), cls=np.array([0]), onset=np.array([2.0]), offset=np.array([3.0]),
+                  confidence=np.array([0.7]))
+    (bounds0, scores0), (bounds1, scores1) = boxes_to_arrays(boxes, 2, 2)
+    np.testing.assert_array_equal(bounds0, [0.0, 2.0, 3.0])
+    np.testing.assert_array_equal(scores0, [[-np.inf, -np.inf], [0.7, -np.inf]])
+    np.testing.assert_array_equal(bounds1, [0.0, 0.001])
+    np.testing.assert_array_equal(scores1, [[-np.inf, -np.inf]])
 
 
 def test_change_points_of_one_clip_and_of_none():
