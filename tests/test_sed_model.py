@@ -504,3 +504,24 @@ def test_window_starts():
     assert math.isclose(long_audio.FRAME_HOP_SAMPLES / 16_000, 0.064)
     with pytest.raises(ValueError, match="hop_seconds"):
         long_audio.predict_long(_FrameMeanModel(), _identity, _identity, torch.zeros(10), 0.0)
+
+
+def test_attention_pooling_floors_small_weights_at_the_reference_clamp():
+    # A class the attention head suppresses in every frame: softmax weights 1.5e-7 and ~0.5e-7. The reference clamps
+    # them at 1e-7 (softmax(...).clamp(min=1e-7, max=1)), so the two frames weigh 1.5 : 1; another floor changes the
+    # weak score of such a class a lot (2e-7 would weigh them 1 : 1).
+    model = tiny_model("atst_frame").eval()
+    with torch.no_grad():
+        for layer in (model.dense, model.dense_softmax):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        model.dense.weight[0, 0], model.dense.bias[0] = 4.0, -2.0  # strong: sigmoid(2), then sigmoid(-2)
+        model.dense_softmax.weight[0, 0], model.dense_softmax.bias[0] = 1.1, -13.55
+    x = torch.zeros(1, 2, model.dense.in_features)
+    x[0, 0, 0] = 1.0
+    strong, weak = model._heads(x, None)
+    attention = torch.softmax(model.dense_softmax(x), dim=-1)[0, :, 0]
+    assert 1e-7 < attention[0] < 2e-7 and attention[1] < 1e-7  # the case
+    weights = attention.clamp(min=1e-7)
+    s = strong[0, 0]
+    assert weak[0, 0].item() == pytest.approx(((s * weights).sum() / weights.sum()).item(), rel=1e-6)
