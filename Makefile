@@ -44,8 +44,10 @@ lock:
 	.venv-lock/bin/uv pip compile requirements.in --python-platform x86_64-manylinux_2_28 --python-version 3.11 \
 		-o $(LOCK)
 
+# --reuse: a complete demo tree of this preset and seed (its demo_manifest.json says which) is kept as it is; an
+# incomplete or different one is regenerated; a folder that is not a demo tree is never deleted.
 demo-data: venv
-	$(PY) -m data_util.demo --out demo_data --preset small --workers 2
+	$(PY) -m data_util.demo --out demo_data --preset small --workers 2 --reuse
 
 # The demo: synthetic data in the real layout, checked by the data doctor, then the two-iteration recipe, shortened,
 # with two tiny models side by side (stage 1 -> stage 2 -> store -> ensemble -> iteration 2 on the ensemble's
