@@ -13,7 +13,7 @@ TORCH_VERSION := $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 TORCH_INDEX ?=
 UV_VERSION := 0.13.9
 
-.PHONY: venv venv-rebuild env-check lock demo demo-data test test-fast bench clean-demo
+.PHONY: venv venv-rebuild env-check lock demo demo-data demo-audioset test test-fast bench clean-demo
 
 venv: $(STAMP)
 
@@ -59,6 +59,15 @@ demo: demo-data
 	$(PY) -m ex_stage2 check_data with demo
 	OMP_NUM_THREADS=1 $(PY) -m helpers.demo_recipe
 
+# AudioSet-strong pre-training on its synthetic source set (real formats): convert, check, a teacher, a KD student.
+demo-audioset: venv
+	$(PY) -m data_util.demo_audioset --out demo_data/audioset_strong/source --overwrite
+	$(PY) -m ex_audioset_strong prepare_data with demo overwrite=True
+	$(PY) -m ex_audioset_strong check_data with demo
+	OMP_NUM_THREADS=1 $(PY) -m ex_audioset_strong with demo teacher arch=atst_frame
+	OMP_NUM_THREADS=1 $(PY) -m ex_audioset_strong with demo kd_student arch=atst_frame \
+		training_strong.kd_logits=demo_data/audioset_strong/source/kd/strong_kd.hdf5
+
 test: venv
 	$(PY) -m helpers.env_check
 	$(PY) -m pytest
@@ -67,11 +76,14 @@ test-fast: venv
 	$(PY) -m helpers.env_check
 	$(PY) -m pytest -m "not integration"
 
+# Speed against the machine's limit: per arch time, memory, GFLOP/s and % of the matmul ceiling measured in the same
+# run (models, training steps, inference real-time factor), then data loading and evaluation. See docs/PERFORMANCE.md.
 bench: venv
 	$(PY) -m bench.models
+	$(PY) -m bench.train
+	$(PY) -m bench.inference
 	$(PY) -m bench.data
 	$(PY) -m bench.eval
-	$(PY) -m bench.train
 
 clean-demo:
 	rm -rf demo_data outputs/demo

@@ -6,10 +6,13 @@
     python download_resources.py --from /mnt/mirror     # a folder (or URL) holding the same file names
     python download_resources.py --verify               # recompute SHA-256 of present files
 
-Downloads resume from ``<file>.part``; a file is placed (atomically) only after its SHA-256 matches the digest recorded
-in ``resources/MANIFEST.json`` (files without a recorded digest are placed and reported "unverified"; ``--record``
-writes their digests into the manifest). Zips are extracted into a temporary folder and moved into place whole.
-Without network, the command says which URL to fetch by hand and where to put the file.
+Downloads resume from ``<file>.part``; a file is placed (atomically) only after it passes what
+``resources/MANIFEST.json`` records for it: its size and SHA-256 when recorded ("verified"; ``--record`` writes them
+for newly fetched files), and always its structure (``check``, see ``helpers.resource_checks``: a checkpoint loads
+with the safe loader and holds the expected model, a tsv parses, an archive holds the expected files): "checked"
+when no digest is recorded yet. A file that fails is deleted, never placed and never resumed from. Zips are
+extracted into a temporary folder and moved into place whole. Without network, the command says which URL to fetch
+by hand and where to put the file.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent
 RESOURCES_DIR = REPO_ROOT / "resources"
@@ -67,7 +72,8 @@ class DownloadError(RuntimeError):
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, dict]:
-    """``{filename: {"sha256": hex, "size": bytes}}``; a missing manifest means nothing is recorded yet."""
+    """``{filename: {"sha256": hex or null, "size": bytes or null, "check": {...}}}``; a missing manifest means
+    nothing is recorded."""
     if not path.is_file():
         return {}
     try:
@@ -148,14 +154,13 @@ def _fetch(source: str, filename: str, part: Path, progress: bool) -> None:
 
 
 def _progress(name: str, total: int | None, initial: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, disable=not enabled,
                 leave=False)
 
 
-def _place_zip(archive: Path, target: Path) -> None:
-    """Extract ``archive`` next to ``target`` and move the folder into place in one rename."""
+def _place_zip(archive: Path, target: Path, check: dict | None = None) -> None:
+    """Extract ``archive`` next to ``target``, check its contents (``check``), and move the folder into place in
+    one rename."""
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.extract-") as tmp:
         tmp = Path(tmp)
         try:
@@ -171,32 +176,55 @@ def _place_zip(archive: Path, target: Path) -> None:
             content.mkdir()
             for entry in entries:
                 os.replace(entry, content / entry.name)
+        if check:
+            _run_check(archive.name.removesuffix(".part"), lambda checks: checks.check_folder(content, check))
         os.replace(content, target)
+
+
+def _run_check(filename: str, run) -> None:
+    """``run(helpers.resource_checks)``, with a failure as a ``DownloadError`` naming ``filename``."""
+    # lazy: the checks need torch (safe checkpoint loading), which --list and plain fetching do not
+    from helpers import resource_checks
+
+    try:
+        run(resource_checks)
+    except resource_checks.ResourceCheckError as e:
+        raise DownloadError(f"{filename}: {e}") from e
 
 
 def download(resource: Resource, dest: Path, source: str, manifest: dict, *, progress=True,
              record=False) -> str:
-    """Fetch one resource into ``dest`` unless present. Returns 'present', 'verified' or 'unverified'."""
+    """Fetch one resource into ``dest`` unless present. Returns 'present', 'verified' (digest matched), 'checked'
+    (structure checked, no digest recorded) or 'unverified' (nothing recorded for it)."""
     target = dest / resource.target
     if target.exists():
         return "present"
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.parent / (resource.filename + ".part")
     _fetch(source, resource.filename, part, progress)
-    expected = manifest.get(resource.filename, {}).get("sha256")
-    actual = sha256_of(part)
-    if expected and actual != expected:
-        part.unlink()
-        raise DownloadError(f"{resource.filename}: SHA-256 mismatch (expected {expected}, got {actual}); the "
-                            "download was discarded and nothing was placed. Try again or use another --from source.")
+    entry = manifest.get(resource.filename, {})
+    expected, size, check = entry.get("sha256"), entry.get("size"), entry.get("check")
+    fetched = part.stat().st_size
+    try:  # a file that fails any check is deleted: a later run must fetch it anew, not resume from it
+        if size is not None and fetched != size:
+            raise DownloadError(f"{resource.filename}: {fetched} bytes, expected {size}")
+        actual = sha256_of(part)
+        if expected and actual != expected:
+            raise DownloadError(f"{resource.filename}: SHA-256 mismatch (expected {expected}, got {actual})")
+        if check and not resource.is_zip:
+            _run_check(resource.filename, lambda checks: checks.check_file(part, check))
+        if resource.is_zip:
+            _place_zip(part, target, check)
+            part.unlink()
+        else:
+            os.replace(part, target)
+    except DownloadError as e:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{e}; the download was discarded and nothing was placed. Try again or use another "
+                            "--from source.") from e
     if record and not expected:
-        manifest[resource.filename] = {"sha256": actual, "size": part.stat().st_size}
-    if resource.is_zip:
-        _place_zip(part, target)
-        part.unlink()
-    else:
-        os.replace(part, target)
-    return "verified" if expected else "unverified"
+        manifest.setdefault(resource.filename, {}).update(sha256=actual, size=fetched)
+    return "verified" if expected else "checked" if check else "unverified"
 
 
 def status_rows(resources, dest: Path, manifest: dict, verify: bool = False) -> list[tuple[str, str, str, str]]:
@@ -210,8 +238,12 @@ def status_rows(resources, dest: Path, manifest: dict, verify: bool = False) -> 
             size = (sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir()
                     else target.stat().st_size)
             state = f"present {_human(size)}"
-            if not recorded:
-                check = "unverified (no digest recorded)"
+            structure = manifest.get(r.filename, {}).get("check")
+            if not recorded and structure and verify:
+                check = _structure_state(target, structure, r)
+            elif not recorded:
+                check = ("no digest recorded (--verify checks the structure)" if structure
+                         else "unverified (no digest recorded)")
             elif r.is_zip:
                 check = "verified at download"
             elif verify:
@@ -226,6 +258,18 @@ def status_rows(resources, dest: Path, manifest: dict, verify: bool = False) -> 
         rows.append((r.filename, str(Path("resources") / r.target) if dest == RESOURCES_DIR else str(target), state,
                      check))
     return rows
+
+
+def _structure_state(target: Path, structure: dict, resource: Resource) -> str:
+    """``--verify`` of a present file without a recorded digest: its structure check."""
+    try:
+        if resource.is_zip:
+            _run_check(resource.filename, lambda checks: checks.check_folder(target, structure))
+        else:
+            _run_check(resource.filename, lambda checks: checks.check_file(target, structure))
+    except DownloadError as e:
+        return f"BAD: {e}; delete it and download again"
+    return "structure OK (no digest recorded)"
 
 
 def _human(n: int) -> str:

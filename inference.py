@@ -22,7 +22,12 @@ The architecture is read from the checkpoint itself: the backbone from its tellt
 embedding width, MLP width, CRNN filters, GRU width, AudioSet head) from the state-dict shapes, and what
 shapes cannot tell (attention heads of ATST / fPaSST, embedding pooling) from the training config stored in
 the checkpoint (``hyper_parameters['config']``) when present, else from the released models' settings
-(``models.registry.PRETRAINED[arch].wrapper_defaults``; 64-dim attention heads).
+(``models.registry.ARCH_SPECS[arch].wrapper_defaults``; 64-dim attention heads); see ``models.loading``.
+
+AudioSet-strong models (``ex_audioset_strong``'s checkpoints and ``.pt`` exports, PretrainedSED's release files)
+run the same way: their class list (447 AudioSet classes) and 40 ms frames come from the file
+(``models.loading.load_inference_model``); their ``_scores.hdf5`` is in the KD-logit format of
+``data_util.kd_logits`` (windows x classes x 250 frames) instead.
 
 The reference has no inference command; its ``store_predictions`` runs only on the dataset's 10 s clips.
 """
@@ -33,58 +38,40 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torchaudio
 from torch import nn
+from tqdm import tqdm
 
 import configs
-from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
-from data_util.classes import CLASSES, MEDIAN_WINDOWS
-from helpers.evaluation import postprocess
 from data_util.atomic import atomic_path
-from models import long_audio
-from models.checkpoints import CheckpointError, load_state_dict_strict, safe_load, sed_state_dict
-from models.registry import PRETRAINED, create_frontends, create_model
+from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
+from data_util.classes import CLASSES
+from data_util.kd_logits import write_strong_kd
+from data_util.prediction_files import write_predictions
+from helpers.errors import DEBUG_ENV, debug_enabled, user_message
+from helpers.evaluation import postprocess
+from models import long_audio, window_batches
+from models.checkpoints import CheckpointError
+from models.compile import compile_in_place
+from models.factory import WaveformSED
+from models.loading import HEAD_DIM, load_inference_model
+from models.registry import arch_names
 
 log = logging.getLogger("inference")
 
-DEFAULT_MODEL = "atst_stage2"
 DEFAULT_OUT_DIR = Path("inference_out")
 DEFAULT_HOP_SECONDS = 5.0
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_THRESHOLD = 0.5
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
 FRAME_HOP_SECONDS = long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE  # 0.064
 WINDOW_SAMPLES = round(long_audio.WINDOW_SECONDS * SAMPLE_RATE)
-HEAD_DIM = 64  # attention head width of every released backbone (768 = 12 x 64)
 CENTISECONDS = 100
-
-# Prefixes of the SED model's state dict (fixed by the released checkpoints).
-BACKBONE = "as_model.model."
-HEAD_WEIGHT = "as_model.head_linear_layer.weight"
-BLOCK_PATTERNS = {  # arch -> regex of a transformer block key, group 1 = block index
-    "atst_frame": re.compile(r"^as_model\.model\.atst\.blocks\.(\d+)\."),
-    "fpasst": re.compile(r"^as_model\.model\.blocks\.(\d+)\."),
-    "beats": re.compile(r"^as_model\.model\.encoder\.layers\.(\d+)\."),
-}
-EMBED_DIM_KEYS = {  # arch -> key whose last dimension is the embedding width
-    "atst_frame": "as_model.model.atst.pos_embed",
-    "fpasst": "as_model.model.cls_token",
-    "beats": "as_model.model.encoder.layer_norm.weight",
-}
-FC1_KEYS = {  # arch -> first block's MLP input layer (rows = MLP width)
-    "atst_frame": "as_model.model.atst.blocks.0.mlp.fc1.weight",
-    "fpasst": "as_model.model.blocks.0.mlp.fc1.weight",
-    "beats": "as_model.model.encoder.layers.0.fc1.weight",
-}
-BEATS_HEADS_KEY = "as_model.model.encoder.layers.0.self_attn.grep_a"  # (1, heads, 1, 1)
-# Name fragments of the released checkpoints -> arch (only used to cross-check what the keys say).
-NAME_HINTS = (("atst", "atst_frame"), ("passt", "fpasst"), ("beats", "beats"))
 
 # Plot layout.
 PLOT_MAX_CLASSES = 10
@@ -108,175 +95,8 @@ class InferenceError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Models: name -> file -> architecture -> loaded module
+# Models: loaded by models.loading (name -> file -> architecture and sizes -> model)
 # ---------------------------------------------------------------------------------------------------------
-def available_models(models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> list[str]:
-    """Names of the checkpoint files in ``models_dir`` (without suffix), sorted."""
-    if not models_dir.is_dir():
-        return []
-    return sorted(p.stem for p in models_dir.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-
-
-def resolve_model_file(name_or_path: str | os.PathLike, models_dir: Path = configs.PRETRAINED_MODELS_DIR) -> Path:
-    """A checkpoint path, or a name in ``models_dir`` (``.ckpt`` / ``.pt`` tried); clear error otherwise."""
-    try:
-        return configs.resolve_resource(name_or_path, models_dir, suffixes=CHECKPOINT_SUFFIXES)
-    except FileNotFoundError:
-        names = available_models(models_dir)
-        present = ", ".join(names) if names else "none"
-        raise InferenceError(
-            f"unknown model {str(name_or_path)!r}: it is neither a checkpoint file nor a name in {models_dir} "
-            f"(available there: {present}). Download the released checkpoints with `python download_resources.py` "
-            "(e.g. `python download_resources.py stage2`), or pass the path of a .ckpt file."
-        ) from None
-
-
-def stored_config(checkpoint: Mapping[str, Any]) -> dict:
-    """The training config saved in a checkpoint (Lightning ``hyper_parameters['config']``, or
-    ``hyper_parameters`` / ``config`` holding an ``arch`` key); ``{}`` for the released files, which have none."""
-    hyper = checkpoint.get("hyper_parameters")
-    candidates = []
-    if isinstance(hyper, Mapping):
-        candidates += [hyper.get("config"), hyper]
-    candidates.append(checkpoint.get("config"))
-    for candidate in candidates:
-        if isinstance(candidate, Mapping) and "arch" in candidate:
-            return dict(candidate)
-    return {}
-
-
-@dataclasses.dataclass
-class ModelSpec:
-    """Everything needed to build a model that fits a checkpoint."""
-
-    arch: str
-    backbone_kwargs: dict
-    wrapper_kwargs: dict
-    transformer_frontend: dict  # keywords of the arch's ``build_frontend``
-    mel: dict  # CNN-branch mel config block
-    scaler: dict
-
-
-def _block_count(state_dict: Mapping[str, Any], arch: str) -> int:
-    indices = {int(m.group(1)) for key in state_dict if (m := BLOCK_PATTERNS[arch].match(key))}
-    return max(indices) + 1 if indices else 0
-
-
-def detect_arch(state_dict: Mapping[str, Any], source: str) -> str:
-    """The backbone of a SED state dict, from its transformer-block keys."""
-    found = [arch for arch in BLOCK_PATTERNS if _block_count(state_dict, arch) > 0]
-    if len(found) != 1:
-        raise CheckpointError(
-            f"{source}: cannot tell the backbone from the keys (found blocks of {found or 'no known backbone'}); "
-            f"expected keys like 'as_model.model.atst.blocks.0.*' (atst_frame), 'as_model.model.blocks.0.*' "
-            f"(fpasst) or 'as_model.model.encoder.layers.0.*' (beats); first keys: {list(state_dict)[:5]}"
-        )
-    return found[0]
-
-
-def _count_indexed(state_dict: Mapping[str, Any], pattern: str) -> int:
-    regex = re.compile(pattern)
-    indices = {int(m.group(1)) for key in state_dict if (m := regex.match(key))}
-    return max(indices) + 1 if indices else 0
-
-
-def infer_model_spec(
-    state_dict: Mapping[str, Any],
-    *,
-    config: Mapping[str, Any] | None = None,
-    arch: str | None = None,
-    num_heads: int | None = None,
-    embed_pool: str | None = None,
-    interpolation_mode: str | None = None,
-    source: str = "checkpoint",
-) -> ModelSpec:
-    """The model a SED state dict was saved from.
-
-    Shapes decide what they can (arch, depth, embedding and MLP width, BEATs heads, CRNN filters, GRU width
-    and layers, AudioSet head, activation); ``config`` (the stored training config) and the keyword
-    overrides decide the rest; missing both, the released models' settings apply.
-    """
-    config = dict(config or {})
-    detected = detect_arch(state_dict, source)
-    if arch is not None and arch != detected:
-        raise InferenceError(f"{source}: --arch {arch} was given, but the checkpoint holds a {detected} model")
-    arch = detected
-    arch_config = dict(config.get(arch) or {})
-    wrapper_config = dict(config.get("t4_wrapper") or {})
-
-    embed_dim = int(state_dict[EMBED_DIM_KEYS[arch]].shape[-1])
-    mlp_ratio = state_dict[FC1_KEYS[arch]].shape[0] / embed_dim
-    if arch == "beats":
-        heads = int(state_dict[BEATS_HEADS_KEY].shape[1])
-        if num_heads is not None and num_heads != heads:
-            raise InferenceError(f"{source}: --num_heads {num_heads}, but the BEATs checkpoint has {heads} heads")
-    else:
-        heads = num_heads or arch_config.get("num_heads") or max(1, embed_dim // HEAD_DIM)
-    if embed_dim % heads:
-        raise InferenceError(f"{source}: embedding width {embed_dim} is not divisible by {heads} attention heads")
-    backbone_kwargs = dict(embed_dim=embed_dim, depth=_block_count(state_dict, arch), num_heads=int(heads),
-                           mlp_ratio=float(mlp_ratio))
-
-    nclass = int(state_dict["dense.weight"].shape[0])
-    if nclass != len(CLASSES):
-        raise InferenceError(f"{source}: the model predicts {nclass} classes; this tool knows the {len(CLASSES)} "
-                             "classes of data_util.classes.CLASSES")
-    nb_filters = [int(state_dict[f"cnn.cnn.conv{i}.weight"].shape[0])
-                  for i in range(_count_indexed(state_dict, r"^cnn\.cnn\.conv(\d+)\.weight$"))]
-    if any(k.startswith("cnn.cnn.cg0.") for k in state_dict):
-        activation = "cg"
-    elif any(k.startswith("cnn.cnn.glu0.") for k in state_dict):
-        activation = "glu"
-    else:
-        activation = wrapper_config.get("activation", "relu")
-    wrapper = dict(PRETRAINED[arch].wrapper_defaults)
-    wrapper.update({k: wrapper_config[k] for k in ("embed_pool", "interpolation_mode", "pooling", "kernel_size",
-                                                   "padding", "stride") if k in wrapper_config})
-    wrapper.update(
-        nclass=nclass,
-        n_in_channel=int(state_dict["cnn.cnn.conv0.weight"].shape[1]),
-        nb_filters=nb_filters,
-        activation=activation,
-        n_RNN_cell=int(state_dict["cat_tf.weight"].shape[0]),
-        n_layers_RNN=_count_indexed(state_dict, r"^rnn\.rnn\.weight_ih_l(\d+)$"),
-        embedding_size=embed_dim,
-        no_wrapper=HEAD_WEIGHT not in state_dict,
-    )
-    if HEAD_WEIGHT in state_dict:
-        wrapper["audioset_classes"] = int(state_dict[HEAD_WEIGHT].shape[0])
-    if any(k.startswith("pool_conv.") for k in state_dict):
-        wrapper["embed_pool"] = "conv"
-    if embed_pool is not None:
-        wrapper["embed_pool"] = embed_pool
-    if interpolation_mode is not None:
-        wrapper["interpolation_mode"] = interpolation_mode
-
-    defaults = configs.default_config(stage=2)  # the config the reference's store_predictions runs with
-    if arch == "fpasst":
-        frontend = dict(config.get("passt_mel") or defaults["passt_mel"])
-    elif arch == "atst_frame":
-        frontend = {"per_sample_top_db": bool(arch_config.get("per_sample_top_db", False))}
-    else:
-        frontend = {}
-    return ModelSpec(arch=arch, backbone_kwargs=backbone_kwargs, wrapper_kwargs=wrapper,
-                     transformer_frontend=frontend, mel=dict(config.get("mel") or defaults["mel"]),
-                     scaler=dict(config.get("scaler") or defaults["scaler"]))
-
-
-class WaveformSED(nn.Module):
-    """A SED model with its two front-ends: waveform [B, N] at 16 kHz -> strong logits [B, frames, 27]."""
-
-    def __init__(self, model: nn.Module, cnn_frontend: nn.Module, transformer_frontend: nn.Module, name: str):
-        super().__init__()
-        self.model = model
-        self.cnn_frontend = cnn_frontend
-        self.transformer_frontend = transformer_frontend
-        self.name = name
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model(self.cnn_frontend(wav), self.transformer_frontend(wav), return_strong_logits=True)
-
-
 class SEDEnsemble(nn.Module):
     """Mean of the members' strong logits (each member computes its own front-ends)."""
 
@@ -285,6 +105,12 @@ class SEDEnsemble(nn.Module):
         if not members:
             raise InferenceError("an ensemble needs at least one model")
         self.members = nn.ModuleList(members)
+        outputs = {(tuple(m.class_names), m.mel_hop, m.net_pooling) for m in members}
+        if len(outputs) > 1:
+            raise InferenceError("the ensemble's models have different classes or frame rates; ensemble models "
+                                 "trained for the same outputs (all SED models, or all AudioSet-strong models)")
+        self.class_names, self.median_windows = members[0].class_names, members[0].median_windows
+        self.mel_hop, self.net_pooling = members[0].mel_hop, members[0].net_pooling
 
     @property
     def name(self) -> str:
@@ -304,23 +130,17 @@ def load_model(
     interpolation_mode: str | None = None,
     models_dir: Path = configs.PRETRAINED_MODELS_DIR,
 ) -> WaveformSED:
-    """Build the model a checkpoint holds and load its ``mode`` weights strictly (one read of the file)."""
-    path = resolve_model_file(name_or_path, models_dir)
-    checkpoint = safe_load(path)
-    state_dict = sed_state_dict(checkpoint, mode, source=str(path))
-    spec = infer_model_spec(state_dict, config=stored_config(checkpoint), arch=arch, num_heads=num_heads,
-                            embed_pool=embed_pool, interpolation_mode=interpolation_mode, source=str(path))
-    hint = next((a for fragment, a in NAME_HINTS if fragment in path.stem.lower()), None)
-    if hint is not None and hint != spec.arch:
-        log.warning("%s: the name suggests %s, but the checkpoint holds a %s model; using %s",
-                    path, hint, spec.arch, spec.arch)
-    model = create_model(spec.arch, backbone_kwargs=spec.backbone_kwargs, **spec.wrapper_kwargs)
-    load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
-    cnn_frontend, transformer_frontend = create_frontends(spec.arch, mel=spec.mel, scaler=spec.scaler,
-                                                          **spec.transformer_frontend)
-    log.info("loaded %s (%s, %s, depth %d, width %d)", path, spec.arch, mode, spec.backbone_kwargs["depth"],
-             spec.backbone_kwargs["embed_dim"])
-    return WaveformSED(model, cnn_frontend, transformer_frontend, name=path.stem).eval()
+    """The model a checkpoint holds (``models.loading.load_sed_model``); the options are the CLI's overrides of
+    what the shapes cannot show, cross-checked against the file (``--arch`` names the expected architecture)."""
+    overrides: dict[str, Any] = {}
+    if arch is not None:
+        overrides["arch"] = arch
+    wrapper = {k: v for k, v in (("embed_pool", embed_pool), ("interpolation_mode", interpolation_mode)) if v}
+    if wrapper:
+        overrides["t4_wrapper"] = wrapper
+    if num_heads is not None:
+        overrides["backbone"] = {"num_heads": num_heads}
+    return load_inference_model(name_or_path, mode=mode, overrides=overrides, model_dir=models_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -330,10 +150,14 @@ def load_model(
 class WaveformPrediction:
     """Strong logits of one recording: overlap-added frames and the per-window logits they came from."""
 
-    frame_logits: np.ndarray  # float32 [T, 27] on the recording's 64 ms grid
-    window_logits: np.ndarray  # float32 [W, 156, 27], one row per 10 s window
+    frame_logits: np.ndarray  # float32 [T, C] on the recording's frame grid (64 ms; AudioSet-strong models 40 ms)
+    window_logits: np.ndarray  # float32 [W, frames, C], one row per 10 s window
     window_starts: list[int]  # samples
     num_samples: int
+    # what the model's outputs are (the SED model's by default): classes, median windows, samples per frame
+    class_names: tuple[str, ...] = CLASSES
+    median_windows: tuple[int, ...] = WaveformSED.median_windows
+    frame_hop_samples: int = long_audio.FRAME_HOP_SAMPLES
 
     @property
     def duration(self) -> float:
@@ -343,7 +167,7 @@ class WaveformPrediction:
     def timestamps(self) -> np.ndarray:
         """[T + 1] frame boundaries in seconds, the last one clipped to the duration."""
         frames = np.arange(len(self.frame_logits) + 1, dtype=np.float64)
-        return np.minimum(frames * long_audio.FRAME_HOP_SAMPLES / SAMPLE_RATE, self.duration)
+        return np.minimum(frames * self.frame_hop_samples / SAMPLE_RATE, self.duration)
 
 
 class _WindowRunner(nn.Module):
@@ -384,17 +208,58 @@ def predict_waveform(
 ) -> WaveformPrediction:
     """Strong logits of a mono 16 kHz waveform [N] of any length (sliding 10 s windows, overlap-add)."""
     num_samples = len(wav)
-    if long_audio.num_output_frames(num_samples) < 1:
-        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
-                             f"{FRAME_HOP_SECONDS * 1000:.0f} ms output frame")
+    _check_length(num_samples, model)
     runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
     frame_logits = long_audio.predict_long(
         runner, nn.Identity(), nn.Identity(), torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
-        hop_seconds, batch_size=batch_size,
+        hop_seconds, batch_size=batch_size, **_geometry(model),
     )
     starts = long_audio.window_starts(num_samples, WINDOW_SAMPLES, round(hop_seconds * SAMPLE_RATE))
     return WaveformPrediction(frame_logits=frame_logits.numpy(), window_logits=torch.cat(runner.window_logits).numpy(),
-                              window_starts=starts, num_samples=num_samples)
+                              window_starts=starts, num_samples=num_samples, **_outputs(model))
+
+
+def _geometry(model: nn.Module) -> dict:
+    """The model's output frame: ``mel_hop`` x ``net_pooling`` samples (SED models 256 x 4, AudioSet-strong 160 x 4)."""
+    return {"mel_hop": getattr(model, "mel_hop", long_audio.MEL_HOP),
+            "net_pooling": getattr(model, "net_pooling", long_audio.NET_POOLING)}
+
+
+def _outputs(model: nn.Module) -> dict:
+    geometry = _geometry(model)
+    return {"class_names": tuple(getattr(model, "class_names", CLASSES)),
+            "median_windows": tuple(getattr(model, "median_windows", WaveformSED.median_windows)),
+            "frame_hop_samples": geometry["mel_hop"] * geometry["net_pooling"]}
+
+
+def _check_length(num_samples: int, model: nn.Module | None = None) -> None:
+    geometry = _geometry(model)
+    if long_audio.num_output_frames(num_samples, **geometry) < 1:
+        frame_ms = geometry["mel_hop"] * geometry["net_pooling"] / SAMPLE_RATE * 1000
+        raise InferenceError(f"the audio is {num_samples / SAMPLE_RATE * 1000:.0f} ms long: too short for one "
+                             f"{frame_ms:.0f} ms output frame")
+
+
+def predict_waveforms(
+    model: nn.Module,
+    wavs: Sequence[np.ndarray],
+    *,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> list[WaveformPrediction]:
+    """``predict_waveform`` for several recordings whose windows share batches (folder mode)."""
+    for wav in wavs:
+        _check_length(len(wav), model)
+    runner = _WindowRunner(model, torch.device(device), bf16, on_batch)
+    recordings = [torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)) for wav in wavs]
+    results = window_batches.predict_recordings(lambda windows: runner(windows, windows), recordings, hop_seconds,
+                                                batch_size=batch_size, **_geometry(model))
+    return [WaveformPrediction(frame_logits=r.frame_logits.numpy(), window_logits=r.window_logits.numpy(),
+                               window_starts=r.window_starts, num_samples=r.num_samples, **_outputs(model))
+            for r in results]
 
 
 def num_windows(num_samples: int, hop_seconds: float) -> int:
@@ -418,18 +283,18 @@ def window_names(stem: str, prediction: WaveformPrediction) -> list[str]:
 # Post-processing and outputs
 # ---------------------------------------------------------------------------------------------------------
 def frame_probabilities(prediction: WaveformPrediction, method: str) -> np.ndarray:
-    """Sigmoid of the frame logits [T, 27], median-filtered per class when ``method == 'median'``."""
+    """Sigmoid of the frame logits [T, C], median-filtered per class (the model's windows) when ``method == 'median'``."""
     probabilities = torch.sigmoid(torch.from_numpy(prediction.frame_logits)).numpy()
     if method == "median":
-        probabilities = postprocess.median_filter(probabilities, MEDIAN_WINDOWS)
+        probabilities = postprocess.median_filter(probabilities, prediction.median_windows)
     return probabilities
 
 
 def detect_events(probabilities: np.ndarray, timestamps: np.ndarray, method: str, threshold: float,
-                  csebbs_predictor=None) -> list[postprocess.Event]:
+                  csebbs_predictor=None, classes: Sequence[str] = CLASSES) -> list[postprocess.Event]:
     if method == "csebbs":
-        return postprocess.csebbs_events(probabilities, timestamps, CLASSES, threshold, csebbs_predictor)
-    return postprocess.threshold_events(probabilities, timestamps, CLASSES, threshold)
+        return postprocess.csebbs_events(probabilities, timestamps, classes, threshold, csebbs_predictor)
+    return postprocess.threshold_events(probabilities, timestamps, classes, threshold)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -448,10 +313,11 @@ def write_events_tsv(path: Path, events: Sequence[postprocess.Event]) -> None:
     _atomic_write(path, write)
 
 
-def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray) -> None:
+def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarray,
+                     classes: Sequence[str] = CLASSES) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\t".join(["onset", "offset", *CLASSES]) + "\n")
+            f.write("\t".join(["onset", "offset", *classes]) + "\n")
             for t, row in enumerate(probabilities):
                 values = "\t".join(f"{p:.6f}" for p in row)
                 f.write(f"{timestamps[t]:.3f}\t{timestamps[t + 1]:.3f}\t{values}\n")
@@ -460,19 +326,23 @@ def write_scores_tsv(path: Path, probabilities: np.ndarray, timestamps: np.ndarr
 
 
 def write_scores_hdf5(path: Path, stem: str, prediction: WaveformPrediction, model_description: str) -> None:
-    from data_util.prediction_files import write_predictions  # atomic itself
-
+    if prediction.class_names != CLASSES:  # AudioSet-strong models: the KD-logit format (windows, classes, frames)
+        write_strong_kd(path, window_names(stem, prediction), prediction.window_logits.transpose(0, 2, 1),
+                        classes=prediction.class_names, model=model_description,
+                        frame_hop=prediction.frame_hop_samples / SAMPLE_RATE)
+        return
     write_predictions(path, window_names(stem, prediction), prediction.window_logits, model=model_description,
                       extra_attrs={"duration": prediction.duration,
                                    "window_hop": float(np.diff(prediction.window_starts).min() / SAMPLE_RATE)
                                    if len(prediction.window_starts) > 1 else 0.0})
 
 
-def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event]) -> list[int]:
+def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event],
+                 classes: Sequence[str] = CLASSES) -> list[int]:
     """Class indices to plot: those with events, topped up to PLOT_MIN_CLASSES by peak probability, at most
     PLOT_MAX_CLASSES (highest peaks first)."""
     peaks = probabilities.max(axis=0)
-    with_events = {CLASSES.index(label) for _, _, label, _ in events}
+    with_events = {list(classes).index(label) for _, _, label, _ in events}
     by_peak = [int(c) for c in np.argsort(-peaks, kind="stable")]
     chosen = [c for c in by_peak if c in with_events]
     chosen += [c for c in by_peak if c not in with_events][: max(0, PLOT_MIN_CLASSES - len(chosen))]
@@ -481,8 +351,6 @@ def plot_classes(probabilities: np.ndarray, events: Sequence[postprocess.Event])
 
 def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
     """(dB log-mel [mels, frames], hop seconds) with a hop chosen so at most PLOT_MAX_SPEC_FRAMES frames."""
-    import torchaudio
-
     hop = max(PLOT_SPEC_MIN_HOP, math.ceil(len(wav) / PLOT_MAX_SPEC_FRAMES))
     mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=PLOT_SPEC_N_FFT, hop_length=hop,
                                                n_mels=PLOT_SPEC_MELS)(torch.from_numpy(wav))
@@ -491,13 +359,15 @@ def log_mel_for_plot(wav: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamps: np.ndarray,
-               events: Sequence[postprocess.Event], *, threshold: float, title: str) -> None:
+               events: Sequence[postprocess.Event], *, threshold: float, title: str,
+               class_names: Sequence[str] = CLASSES) -> None:
     """Spectrogram (top), probability curves of the active classes (middle), detected events (bottom)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib only for --plot
+    from matplotlib.figure import Figure  # lazy: matplotlib only for --plot
 
     duration = len(wav) / SAMPLE_RATE
-    classes = plot_classes(probabilities, events)
+    names = list(class_names)
+    classes = plot_classes(probabilities, events, names)
     colors = [f"C{i % PLOT_MAX_CLASSES}" for i in range(len(classes))]  # matplotlib's 10-colour cycle
     width = min(PLOT_MAX_WIDTH, max(PLOT_MIN_WIDTH, PLOT_MIN_WIDTH + duration / PLOT_SECONDS_PER_EXTRA_INCH))
     event_rows = max(1, len(classes))
@@ -515,7 +385,7 @@ def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamp
 
     centres = (timestamps[:-1] + timestamps[1:]) / 2
     for color, c in zip(colors, classes):
-        prob_ax.plot(centres, probabilities[:, c], color=color, linewidth=1.2, label=CLASSES[c])
+        prob_ax.plot(centres, probabilities[:, c], color=color, linewidth=1.2, label=names[c])
     prob_ax.axhline(threshold, color="0.4", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     prob_ax.set_ylim(0.0, 1.02)
     prob_ax.set_ylabel("probability")
@@ -524,10 +394,10 @@ def write_plot(path: Path, wav: np.ndarray, probabilities: np.ndarray, timestamp
 
     row_of = {c: row for row, c in enumerate(classes)}
     for onset, offset, label, _ in events:
-        c = CLASSES.index(label)
+        c = names.index(label)
         if c in row_of:
             event_ax.broken_barh([(onset, offset - onset)], (row_of[c] - 0.4, 0.8), color=colors[row_of[c]])
-    event_ax.set_yticks(range(len(classes)), [CLASSES[c] for c in classes], fontsize=9)
+    event_ax.set_yticks(range(len(classes)), [names[c] for c in classes], fontsize=9)
     event_ax.set_ylim(-0.6, event_rows - 0.4)
     event_ax.invert_yaxis()
     event_ax.set_xlim(0.0, duration)
@@ -574,26 +444,35 @@ def process_file(
     plot: bool = True,
 ) -> FileResult:
     """Run ``model`` on one audio file and write its four outputs into ``out_dir``."""
-    from tqdm import tqdm
-
     wav = read_audio(audio_file)
-    stem = audio_file.stem
     with tqdm(total=num_windows(len(wav), hop_seconds), desc=audio_file.name, unit="window",
               disable=not progress, leave=False) as bar:
         prediction = predict_waveform(model, wav, hop_seconds=hop_seconds, batch_size=batch_size, device=device,
                                       bf16=bf16, on_batch=bar.update)
+    return write_outputs(audio_file, out_dir, wav, prediction, model_description=model_description,
+                         postprocess_method=postprocess_method, threshold=threshold,
+                         csebbs_predictor=csebbs_predictor, plot=plot)
+
+
+def write_outputs(audio_file: Path, out_dir: Path, wav: np.ndarray, prediction: WaveformPrediction, *,
+                  model_description: str, postprocess_method: str = "median", threshold: float = DEFAULT_THRESHOLD,
+                  csebbs_predictor=None, plot: bool = True) -> FileResult:
+    """Post-process one recording's prediction and write its four outputs into ``out_dir``."""
+    stem = audio_file.stem
     probabilities = frame_probabilities(prediction, postprocess_method)
     timestamps = prediction.timestamps
-    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor)
+    events = detect_events(probabilities, timestamps, postprocess_method, threshold, csebbs_predictor,
+                           prediction.class_names)
     result = FileResult(audio_file=audio_file, out_dir=out_dir, events_tsv=out_dir / f"{stem}_events.tsv",
                         scores_tsv=out_dir / f"{stem}_scores.tsv", scores_hdf5=out_dir / f"{stem}_scores.hdf5",
                         plot=out_dir / f"{stem}.png", duration=prediction.duration, num_events=len(events))
     write_events_tsv(result.events_tsv, events)
-    write_scores_tsv(result.scores_tsv, probabilities, timestamps)
+    write_scores_tsv(result.scores_tsv, probabilities, timestamps, prediction.class_names)
     write_scores_hdf5(result.scores_hdf5, stem, prediction, model_description)
     if plot:
         write_plot(result.plot, wav, probabilities, timestamps, events, threshold=threshold,
-                   title=f"{audio_file.name} - {model_description} - {postprocess_method}")
+                   title=f"{audio_file.name} - {model_description} - {postprocess_method}",
+                   class_names=prediction.class_names)
     return result
 
 
@@ -632,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--audio_file", required=True, type=Path, help="an audio file or a folder of them")
     parser.add_argument("--model_name", default=None,
-                        help=f"checkpoint name in resources/pretrained_models or a path (default: {DEFAULT_MODEL})")
+                        help="checkpoint name in resources/pretrained_models or a path "
+                             f"(default: {configs.DEFAULT_MODEL})")
     parser.add_argument("--ensemble", default=None, help="comma-separated model names/paths: mean of their logits")
     parser.add_argument("--mode", choices=("student", "teacher"), default="student",
                         help="which weights of the checkpoint (default: %(default)s)")
@@ -647,11 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: CUDA when available (default: %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model(s); falls back to eager execution with a warning if it fails")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="10 s windows per forward pass (default: %(default)s)")
     parser.add_argument("--hop_seconds", type=float, default=DEFAULT_HOP_SECONDS,
                         help="hop between 10 s windows; overlapping windows are averaged (default: %(default)s)")
-    parser.add_argument("--arch", choices=tuple(PRETRAINED), default=None,
+    parser.add_argument("--arch", choices=arch_names(), default=None,
                         help="expected architecture (read from the checkpoint; a mismatch is an error)")
     parser.add_argument("--num_heads", type=int, default=None,
                         help="attention heads of ATST/fPaSST checkpoints without a stored config "
@@ -663,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where model names are looked up (default: %(default)s)")
     parser.add_argument("--no_plot", action="store_true", help="skip the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {DEBUG_ENV}=1)")
     return parser
 
 
@@ -670,9 +554,11 @@ def _validate(args: argparse.Namespace) -> list[str]:
     if args.model_name and args.ensemble:
         raise InferenceError("give either --model_name or --ensemble, not both")
     names = [n.strip() for n in args.ensemble.split(",") if n.strip()] if args.ensemble else [
-        args.model_name or DEFAULT_MODEL]
+        args.model_name or configs.DEFAULT_MODEL]
     if not names:
         raise InferenceError(f"--ensemble {args.ensemble!r} names no model")
+    for name in names:  # a checkpoint is a pickle: never downloaded here (configs.refuse_url says how instead)
+        configs.refuse_url(name, "--ensemble" if args.ensemble else "--model_name")
     if not 0.0 <= args.threshold <= 1.0:
         raise InferenceError(f"--threshold {args.threshold} must be within [0, 1]")
     if not FRAME_HOP_SECONDS <= args.hop_seconds <= long_audio.WINDOW_SECONDS:
@@ -697,28 +583,52 @@ def run(args: argparse.Namespace) -> tuple[list[FileResult], list[tuple[Path, st
         bf16 = False
     members = [load_model(name, mode=args.mode, arch=args.arch, num_heads=args.num_heads, embed_pool=args.embed_pool,
                           interpolation_mode=args.interpolation_mode, models_dir=args.models_dir) for name in names]
+    if args.compile:
+        for member in members:
+            compile_in_place(member.model, member.name)
     model = (members[0] if len(members) == 1 else SEDEnsemble(members)).to(device).eval()
     description = f"{'ensemble ' if len(members) > 1 else ''}{'+'.join(m.name for m in members)} ({args.mode})"
     predictor = None
     if args.postprocess == "csebbs" and args.csebbs_params is not None:
-        predictor = postprocess.load_csebbs_predictor(args.csebbs_params, CLASSES)
+        predictor = postprocess.load_csebbs_predictor(args.csebbs_params, model.class_names)
+    options = dict(model_description=description, postprocess_method=args.postprocess, threshold=args.threshold,
+                   csebbs_predictor=predictor, plot=not args.no_plot)
+    if not args.audio_file.is_dir():
+        (audio_file, relative), = inputs
+        result = process_file(audio_file, args.out / relative, model, hop_seconds=args.hop_seconds,
+                              batch_size=args.batch_size, device=device, bf16=bf16, progress=not args.quiet, **options)
+        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+        return [result], []
+    # Folder: files are read in order and predicted in groups whose windows fill at least one batch, so short
+    # files share forward passes (models.window_batches); unreadable or too-short files are skipped.
     results, failures = [], []
+    group: list[tuple[Path, Path, np.ndarray]] = []
+
+    def flush() -> None:
+        total = sum(num_windows(len(wav), args.hop_seconds) for _, _, wav in group)
+        with tqdm(total=total, desc=f"{len(group)} file(s)", unit="window", disable=args.quiet, leave=False) as bar:
+            predictions = predict_waveforms(model, [wav for _, _, wav in group], hop_seconds=args.hop_seconds,
+                                            batch_size=args.batch_size, device=device, bf16=bf16,
+                                            on_batch=bar.update)
+        for (audio_file, relative, wav), prediction in zip(group, predictions):
+            result = write_outputs(audio_file, args.out / relative, wav, prediction, **options)
+            log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
+            results.append(result)
+        group.clear()
+
     for audio_file, relative in inputs:
         try:
-            result = process_file(
-                audio_file, args.out / relative, model, model_description=description,
-                postprocess_method=args.postprocess, threshold=args.threshold, hop_seconds=args.hop_seconds,
-                batch_size=args.batch_size, device=device, bf16=bf16, csebbs_predictor=predictor,
-                progress=not args.quiet, plot=not args.no_plot,
-            )
+            wav = read_audio(audio_file)
+            _check_length(len(wav))
         except (AudioReadError, InferenceError) as e:
-            if not args.audio_file.is_dir():
-                raise
             log.error("skipped %s: %s", audio_file, e)
             failures.append((audio_file, str(e)))
             continue
-        log.info("%s: %.1f s, %d events -> %s", audio_file, result.duration, result.num_events, result.out_dir)
-        results.append(result)
+        group.append((audio_file, relative, wav))
+        if sum(num_windows(len(w), args.hop_seconds) for _, _, w in group) >= args.batch_size:
+            flush()
+    if group:
+        flush()
     return results, failures
 
 
@@ -729,7 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, failures = run(args)
     except (InferenceError, AudioReadError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     for result in results:
         print(f"{result.audio_file}: {result.num_events} events -> {result.out_dir}")

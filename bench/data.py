@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from data_util import demo
 from data_util.datasets import build_train_sets
 from data_util.sampler import MultiSetBatchSampler
 
@@ -41,8 +42,6 @@ def bytes_read() -> int:
 
 
 def ensure_demo(preset: str) -> Path:
-    from data_util import demo
-
     root = Path(DEMO_ROOT.format(preset=preset))
     if not (root / "resources").is_dir():
         demo.generate(root, preset=preset, seed=0)

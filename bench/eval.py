@@ -55,12 +55,20 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
+import configs
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES
 from data_util.layout import SETS
+from data_util.prediction_files import NUM_FRAMES, read_predictions, write_predictions
 from helpers.evaluation import csebbs
 from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions
-from data_util.prediction_files import NUM_FRAMES, write_predictions
-from helpers.evaluation.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
+from helpers.evaluation.scores import (
+    frame_timestamps,
+    read_durations,
+    read_ground_truth,
+    scores_from_probabilities,
+    sigmoid,
+)
+from models.registry import ARCH_SPECS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -191,9 +199,6 @@ def build(root: Path, preds: Path, private_clips: int, seed: int = 0) -> dict:
 
 def library_comparison(root: Path, preds: Path, steps: int, num_jobs: int | None) -> dict:
     """Our tune vs sebbs' single-process tune on the devtest scores, first ``steps`` step-filter lengths."""
-    from data_util.prediction_files import read_predictions
-    from helpers.evaluation.scores import sigmoid
-
     names, logits = read_predictions(preds / "devtest.hdf5")
     scores = scores_from_probabilities(names, sigmoid(logits[:, :, : len(DESED_CLASSES)]), DESED_CLASSES)
     gt = read_ground_truth(root / SETS["devtest"].labels)
@@ -233,14 +238,11 @@ def library_comparison(root: Path, preds: Path, steps: int, num_jobs: int | None
 def store_config(arch: str, size: str) -> dict:
     """The stage-2 config ``store_predictions`` gets: the demo's tiny model (``configs.demo_defaults``) or the
     released sizes (``configs.default_config``), random init (no backbone weights are read)."""
-    import configs
-
     if size not in STORE_SIZES:
         raise ValueError(f"store size {size!r} is not one of {STORE_SIZES}")
     config = configs.demo_defaults(2) if size == "tiny" else configs.default_config(2)
     config["arch"] = configs.require_arch(arch)
-    if arch == "beats":  # the released BEATs stage checkpoints are stored without the wrapper
-        config["t4_wrapper"].update(no_wrapper=True, embed_pool="int", interpolation_mode="nearest-exact")
+    config["t4_wrapper"].update(ARCH_SPECS[arch].wrapper_defaults)  # the released stage checkpoints' settings
     return config
 
 
@@ -263,7 +265,7 @@ def _write_clips(folder: Path, clips: int, rng: np.random.Generator) -> list[str
 
 
 def _synchronize(device) -> None:
-    import torch
+    import torch  # lazy: the evaluation benchmarks run without torch; only the store benchmark needs it
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -279,12 +281,13 @@ def store_throughput(clips: int = 64, arch: str = "atst_frame", size: str = "tin
     the fastest of each counts. The synthetic data and checkpoint go to a temporary folder (or ``workdir``).
     Returns the timings and settings (the JSON of the store part).
     """
-    import torch
+    import torch  # lazy: the evaluation benchmarks run without torch; only the store benchmark needs it
 
-    from helpers.predictions.commands import load_model, store_predictions
-    from data_util.prediction_files import read_predictions
-    from helpers.training.system import build_sed_model
-    from models.checkpoints import save_sed_checkpoint
+    # lazy: the model stack loads only for the store benchmark
+    from helpers.predictions.commands import store_predictions
+    from models.checkpoints import save_sed_checkpoint  # lazy: the model stack loads only for the store benchmark
+    from models.factory import build_model  # lazy: the model stack loads only for the store benchmark
+    from models.loading import load_sed_model  # lazy: the model stack loads only for the store benchmark
 
     if clips < 1 or repeats < 1:
         raise ValueError(f"store clips and repeats must be at least 1, got {clips} and {repeats}")
@@ -303,7 +306,7 @@ def store_throughput(clips: int = 64, arch: str = "atst_frame", size: str = "tin
         _write_clips(root / SETS[STORE_SET].audio, clips, np.random.default_rng(seed))
         checkpoint = work / "models" / f"{STORE_OUT_NAME}.ckpt"
         torch.manual_seed(seed)
-        sed_model = build_sed_model(config)
+        sed_model = build_model(config)
         save_sed_checkpoint(checkpoint, sed_model.state_dict(), sed_model.state_dict())
         num_parameters = sum(p.numel() for p in sed_model.parameters())
         del sed_model
@@ -318,7 +321,7 @@ def store_throughput(clips: int = 64, arch: str = "atst_frame", size: str = "tin
         # the process for the store timing (CUDA context, allocator, kernel selection), so that both timings
         # are warm. Random audio in batches of the sizes the store's DataLoader makes, already on the device.
         t0 = time.perf_counter()
-        model = load_model(config, checkpoint, "student").to(device)
+        model = load_sed_model(checkpoint, mode="student", config=config).to(device)
         _synchronize(device)
         model_load_s = time.perf_counter() - t0
         sizes = [batch_size] * (clips // batch_size) + ([clips % batch_size] if clips % batch_size else [])
@@ -452,8 +455,6 @@ def run_store(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    import configs
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-jobs", type=int, default=None, help="cSEBBs worker processes (default: all cores)")
     parser.add_argument("--library-steps", type=int, default=1, help="step lengths for the library comparison (0: skip)")

@@ -6,8 +6,9 @@ to torchcodec), multi-channel audio is averaged to mono, and any other sample ra
 ``torchaudio.functional.resample`` (rational polyphase windowed-sinc; exact ratio for 44.1 kHz -> 16 kHz,
 i.e. 441 -> 160). The reference system refused any rate other than 16 kHz; we resample instead.
 
-A file that cannot be read (missing, empty, truncated, undecodable) raises :class:`AudioReadError`
-naming the file and the reason, so a crash hours into training points at the culprit.
+A file that cannot be read (missing, empty, truncated, undecodable, or holding NaN/Inf samples) raises
+:class:`AudioReadError` naming the file and the reason, so a crash hours into training points at the culprit,
+and ``training.skip_unreadable`` / the inference command can skip it.
 """
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ _TRUNCATED_WAV_LOG = re.compile(r"^data\s*:\s*\d+\s*\(should be", re.MULTILINE)
 class AudioReadError(RuntimeError):
     """An audio file could not be read; the message names the file and the reason."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
+    def __init__(self, path: str | os.PathLike, reason: str | None = None):
         self.path = str(path)
+        if reason is None:  # rebuilt from its message alone (pickling; DataLoader workers re-raise that way)
+            self.reason = self.path
+            super().__init__(self.path)
+            return
         self.reason = reason
         super().__init__(f"cannot read audio file {self.path}: {reason}")
 
@@ -88,6 +93,17 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         raise AudioReadError(path, f"not a decodable audio file ({error})") from error
 
 
+def read_header(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """:func:`audio_info` of a file that has audio frames and is not truncated (what the header alone can tell;
+    the data doctor samples files with it)."""
+    info = audio_info(path)
+    if info.frames == 0:
+        raise AudioReadError(path, "file contains no audio frames")
+    if _TRUNCATED_WAV_LOG.search(info.extra_info or ""):
+        raise AudioReadError(path, "file is truncated (data chunk shorter than its header says)")
+    return info
+
+
 def pad_or_crop(
     waveform: np.ndarray, n: int = CLIP_SAMPLES, *, random_crop: bool, rng: np.random.Generator | None = None
 ) -> Clip:
@@ -119,12 +135,8 @@ def _check_exists(path: str | os.PathLike) -> None:
 
 
 def _decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Decode a whole file to float32 [n] or [n, channels], checking for truncation."""
-    info = audio_info(path)
-    if info.frames == 0:
-        raise AudioReadError(path, "file contains no audio frames")
-    if _TRUNCATED_WAV_LOG.search(info.extra_info or ""):
-        raise AudioReadError(path, "file is truncated (data chunk shorter than its header says)")
+    """Decode a whole file to float32 [n] or [n, channels], checking for truncation and non-finite samples."""
+    info = read_header(path)
     try:
         waveform, sample_rate = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError) as error:
@@ -133,4 +145,8 @@ def _decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise AudioReadError(path, "file contains no audio frames")
     if len(waveform) < info.frames:  # e.g. an mp3 cut short: its header promises more frames
         raise AudioReadError(path, f"file is truncated: decoded {len(waveform)} of {info.frames} frames")
+    finite = np.isfinite(waveform)
+    if not finite.all():  # float wavs can hold NaN/Inf; they would turn every loss and score into NaN
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise AudioReadError(path, f"contains {bad} non-finite samples (NaN/Inf) of {finite.size}")
     return waveform, sample_rate

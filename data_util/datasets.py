@@ -21,15 +21,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.signal
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+import configs
 from data_util import layout
 from data_util.audio import (
     AUDIO_EXTENSIONS, CLIP_SAMPLES, SAMPLE_RATE, AudioReadError, pad_or_crop, read_audio,
@@ -60,7 +61,6 @@ EVAL_SET_NAMES: tuple[str, ...] = (
     "synth_val", WEAK_VAL, "external_strong_val", "devtest", MAESTRO_REAL_VAL, "maestro_real_dev",
     "eval_public", "eval_private",
 )
-WAVMIX_TARGETS = ("strong", "labeled", "all")
 MIXUP_BETA_ALPHA = 0.2
 MAX_REPLACEMENT_TRIES = 10  # skip_unreadable: consecutive unreadable files before giving up
 MAX_LISTED_FILES = 10
@@ -257,18 +257,20 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------------------------------
 # Waveform-level augmentation wrappers
 # --------------------------------------------------------------------------------------------------
-class MixupDataset(Dataset):
-    """Waveform mixup inside one (training) set, with probability ``p`` per sample.
+def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam · first + (1 − lam) · second`` of the DC-free waveforms, DC removed again (float32)."""
+    # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
+    a, b = first.numpy(), second.numpy()
+    audio = lam * (a - a.mean()) + (1.0 - lam) * (b - b.mean())
+    return torch.from_numpy((audio - audio.mean()).astype(np.float32))
 
-    Partner: a uniformly drawn sample of the same dataset; coefficient ``l ~ Beta(0.2, 0.2)``,
-    ``l = max(l, 1 - l)`` (the sample stays dominant); both waveforms and the mixture have their DC removed.
-    ``strong`` and ``pseudo`` mix with the same ``l``; ``weak`` is recomputed as the max over time of the
-    mixed ``strong`` for strongly labelled clips, else mixed linearly; ``mask`` is the union of both masks
-    and ``has_pseudo`` the conjunction. The reference also linearly mixed the class-mask slot (its tuple
-    position 4, which it believed held weak pseudo-labels); equal masks made that harmless, we take the union.
-    """
 
-    def __init__(self, dataset: Dataset, p: float = 0.5, alpha: float = MIXUP_BETA_ALPHA):
+class WaveformMixDataset(Dataset):
+    """Waveform mixing inside one training set: with probability ``p`` a sample is mixed with a uniformly drawn
+    partner of the same dataset, ``l ~ Beta(alpha, alpha)``, ``l = max(l, 1 - l)`` (the sample stays dominant),
+    waveforms by :func:`mix_waveforms`; subclasses mix the labels (:meth:`mix_labels`)."""
+
+    def __init__(self, dataset: Dataset, p: float, alpha: float):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"wavmix probability must be in [0, 1], got {p}")
         self.dataset = dataset
@@ -285,11 +287,30 @@ class MixupDataset(Dataset):
         partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
         lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
         lam = max(lam, 1.0 - lam)
-        # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
-        first, second = sample["audio"].numpy(), partner["audio"].numpy()
-        audio = lam * (first - first.mean()) + (1.0 - lam) * (second - second.mean())
         mixed = dict(sample)
-        mixed["audio"] = torch.from_numpy((audio - audio.mean()).astype(np.float32))
+        mixed["audio"] = mix_waveforms(sample["audio"], partner["audio"], lam)
+        self.mix_labels(mixed, sample, partner, lam)
+        return mixed
+
+    def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
+        raise NotImplementedError
+
+
+class MixupDataset(WaveformMixDataset):
+    """Waveform mixup inside one (training) set, with probability ``p`` per sample.
+
+    Partner: a uniformly drawn sample of the same dataset; coefficient ``l ~ Beta(0.2, 0.2)``,
+    ``l = max(l, 1 - l)`` (the sample stays dominant); both waveforms and the mixture have their DC removed.
+    ``strong`` and ``pseudo`` mix with the same ``l``; ``weak`` is recomputed as the max over time of the
+    mixed ``strong`` for strongly labelled clips, else mixed linearly; ``mask`` is the union of both masks
+    and ``has_pseudo`` the conjunction. The reference also linearly mixed the class-mask slot (its tuple
+    position 4, which it believed held weak pseudo-labels); equal masks made that harmless, we take the union.
+    """
+
+    def __init__(self, dataset: Dataset, p: float = 0.5, alpha: float = MIXUP_BETA_ALPHA):
+        super().__init__(dataset, p, alpha)
+
+    def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
         mixed["strong"] = lam * sample["strong"] + (1.0 - lam) * partner["strong"]
         if sample["strong"].any() or partner["strong"].any():
             mixed["weak"] = mixed["strong"].amax(dim=1)
@@ -298,7 +319,6 @@ class MixupDataset(Dataset):
         mixed["pseudo"] = lam * sample["pseudo"] + (1.0 - lam) * partner["pseudo"]
         mixed["has_pseudo"] = bool(sample["has_pseudo"] and partner["has_pseudo"])
         mixed["mask"] = sample["mask"] | partner["mask"]
-        return mixed
 
 
 def load_impulse_responses(dirs_dir: str | os.PathLike) -> list[torch.Tensor]:
@@ -351,40 +371,27 @@ def convolve_centered(audio: torch.Tensor, response: torch.Tensor) -> torch.Tens
 # --------------------------------------------------------------------------------------------------
 # Factories
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingDataConfig:
-    """The data keys of the experiments' ``training`` config block (reference defaults)."""
-
-    include_external_strong: bool = True
-    exclude_overlapping: bool = True
-    dir_p: float = 0.0
-    dir_desed_strong: bool = True
-    dir_weak: bool = True
-    dir_unlabeled: bool = True
-    dir_maestro: bool = True
-    wavmix_p: float = 0.5
-    wavmix_target: str = "strong"
-    use_desed_maestro_alias: bool = True
-    use_pseudo_labels: bool = True
-    weak_split: float = 0.9
-    maestro_split: float = 0.9
-    seed: int = 42
-    skip_unreadable: bool = False  # not a reference key: replace unreadable clips instead of crashing
-
-    # keys of the ``training`` block that are not about the data sets
-    NON_DATA_KEYS = ("batch_sizes", "num_workers", "checkpoint_every_n_steps")
+class TrainingDataConfig(configs.t4.Training):
+    """The experiments' ``training`` block (keys, types and defaults: ``configs.t4.Training``), checked."""
 
     @classmethod
     def from_mapping(cls, config: Mapping | None) -> "TrainingDataConfig":
+        """The block of ``config`` (missing keys take the schema's defaults); unknown keys raise ``KeyError``,
+        wrong values ``ValueError``, each naming the key."""
         config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known - set(cls.NON_DATA_KEYS))
+        found = configs.schema.problems(config, cls, prefix="training.")
+        unknown = [p for p in found if p.startswith("unknown config key")]
         if unknown:
-            raise KeyError(f"unknown training data key(s) {unknown}; known keys: {sorted(known)}")
-        settings = cls(**{k: v for k, v in config.items() if k in known})
-        if settings.wavmix_target not in WAVMIX_TARGETS:
-            raise ValueError(f"training.wavmix_target={settings.wavmix_target!r}; expected one of {WAVMIX_TARGETS}")
-        return settings
+            raise KeyError("; ".join(unknown))
+        if found:
+            raise ValueError("; ".join(found))
+        return cls(**config)
+
+
+def train_source_sets(include_external_strong: bool = True) -> tuple[str, ...]:
+    """The layout sets (audio folders, tsvs, pseudo-label files) that :func:`build_train_sets` reads."""
+    sets = ("maestro_real_train", "strong_train", "synth_train", "weak_train", "unlabeled_train")
+    return sets + (("external_strong_train",) if include_external_strong else ())
 
 
 def build_train_sets(
@@ -404,8 +411,7 @@ def build_train_sets(
     root, resources = Path(dataset_root), Path(resources_dir)
     folder = Path(pseudo_label_dir) if (cfg.use_pseudo_labels and pseudo_label_dir is not None) else None
     if folder is not None:
-        needed = ["maestro_real_train", "strong_train", "synth_train", "weak_train", "unlabeled_train"]
-        needed += ["external_strong_train"] if cfg.include_external_strong else []
+        needed = train_source_sets(cfg.include_external_strong)
         missing = [str(folder / f"{name}.hdf5") for name in needed if not (folder / f"{name}.hdf5").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -431,7 +437,8 @@ def build_train_sets(
                          maestro_mask)
 
     exclude = lambda name: _exclude_stems(name, resources) if cfg.exclude_overlapping else set()  # noqa: E731
-    strong_clips = _without(_tsv_clips("strong_train", root, resources), exclude("strong_train"))
+    strong_excluded = exclude("strong_train")  # layout.EXCLUDED_MAY_BE_ABSENT: their audio need not exist
+    strong_clips = _without(_tsv_clips("strong_train", root, resources, strong_excluded), strong_excluded)
     desed_strong: Dataset = strong_set("strong_train", _with_alias(_drop_eventless(strong_clips), desed_alias),
                                        desed_mask)
     if cfg.include_external_strong:
@@ -566,9 +573,10 @@ def _prepare_hint(folder: Path) -> str:
     return ""
 
 
-def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry]) -> None:
+def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry],
+                        may_be_absent: Collection[str] = ()) -> None:
     present = _set_audio_files(set_name, folder)
-    missing = [c.filename for c in clips if c.filename not in present]
+    missing = [c.filename for c in clips if c.filename not in present and c.stem not in may_be_absent]
     if missing:
         raise FileNotFoundError(
             f"set {set_name!r}: {len(missing)} of {len(clips)} audio files listed in its labels are missing "
@@ -576,8 +584,9 @@ def _check_audio_exists(set_name: str, folder: Path, clips: Sequence[ClipEntry])
         )
 
 
-def _tsv_clips(name: str, root: Path, resources: Path) -> list[ClipEntry]:
-    """Clips of a labelled layout set in tsv order, after checking that their audio exists."""
+def _tsv_clips(name: str, root: Path, resources: Path, may_be_absent: Collection[str] = ()) -> list[ClipEntry]:
+    """Clips of a labelled layout set in tsv order, after checking that their audio exists (except the stems
+    ``may_be_absent``: excluded clips that the caller drops before reading audio)."""
     spec = layout.SETS[name]
     labels_path = layout.resolve(spec.labels, root, resources, spec.labels_in_resources)
     if spec.label_kind == "weak":
@@ -585,7 +594,7 @@ def _tsv_clips(name: str, root: Path, resources: Path) -> list[ClipEntry]:
     else:
         table = read_strong_tsv(labels_path, soft=spec.label_kind == "soft")
         clips = [ClipEntry(f, events=tuple(events)) for f, events in table.items()]
-    _check_audio_exists(name, root / spec.audio, clips)
+    _check_audio_exists(name, root / spec.audio, clips, may_be_absent)
     return clips
 
 

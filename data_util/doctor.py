@@ -1,14 +1,19 @@
 """The dataset doctor: is every file of the Task 4 layout where the experiments expect it?
 
-``check_data(dataset_root, resources_dir, stage=1)`` walks ``data_util.layout.SETS`` with directory listings
-and tsv headers only (no audio is decoded, so it takes a second on the real data) and returns a ``Report``:
-one row per set (folder, files found, files expected, status) plus every problem with the path and the fix.
-``format_report`` renders the table; ``require_data`` raises one ``DataCheckError`` listing every problem.
+``check_data(dataset_root, resources_dir, stage=1)`` walks ``data_util.layout.SETS`` with directory listings,
+parses every tsv with the reader training uses (``data_util.tsv``: what it rejects, the doctor rejects, with the
+same message), and with ``sample_audio=N`` reads the headers of the first N audio files of each folder (no audio
+is decoded, so it takes seconds on the real data). It returns a ``Report``: one row per set (folder, files
+found, files expected, status) plus every problem with the path and the fix. ``format_report`` renders the
+table; ``require_data`` raises one ``DataCheckError`` listing every problem. Training runs the same checks on
+the sets it will touch before its first step (``data_util.preflight``).
 
 Statuses, worst first: MISSING (no audio folder), NEEDS RESAMPLING (only the 44.1 kHz originals are there,
 or fewer 16 kHz files than originals), EMPTY (folder without wav files), MISSING TSV (label / durations /
-exclude tsv absent), BAD TSV (wrong header columns or rows), MISSING FILES (a tsv names audio that is not in
-the folder), COUNT (number of files differs from the expected one), OK.
+exclude tsv absent), BAD TSV (a header or row the training reader rejects: missing column, non-numeric or
+negative time, onset after offset, unknown label, ...), MISSING FILES (a tsv names audio that is not in the
+folder), BAD AUDIO (a sampled file has no readable header, no frames or is truncated; another sample rate than
+16 kHz is a warning: it is resampled on every read), COUNT (number of files differs from the expected one), OK.
 
 Counts: on the real data a count mismatch is a warning (DESED users often miss a few YouTube clips, and the
 reference's exact-size asserts were its most common crash); on a demo tree (``demo_manifest.json`` at the root,
@@ -26,9 +31,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from data_util.layout import EXCLUDE_LISTS, SETS, SetSpec, resolve
+import configs
+from data_util.layout import EXCLUDED_MAY_BE_ABSENT, EXCLUDE_LISTS, SETS, SetSpec, resolve
+from data_util.tsv import TsvFormatError, read_durations_tsv, read_filename_list, read_strong_tsv, read_weak_tsv
 
 OK = "OK"
 MISSING = "MISSING"
@@ -37,22 +44,25 @@ EMPTY = "EMPTY"
 MISSING_TSV = "MISSING TSV"
 BAD_TSV = "BAD TSV"
 MISSING_FILES = "MISSING FILES"
+BAD_AUDIO = "BAD AUDIO"
 COUNT = "COUNT"
-STATUS_ORDER = (MISSING, NEEDS_RESAMPLING, EMPTY, MISSING_TSV, BAD_TSV, MISSING_FILES, COUNT, OK)
+STATUS_ORDER = (MISSING, NEEDS_RESAMPLING, EMPTY, MISSING_TSV, BAD_TSV, MISSING_FILES, BAD_AUDIO, COUNT, OK)
 
 ERROR, WARNING = "error", "warning"
 SHOW_NAMES = 5  # names listed per "tsv names files that are not in the folder" problem
 
-DEMO_MANIFEST = "demo_manifest.json"  # same name as data_util.demo.DEMO_MANIFEST (kept here: no numpy import)
+DEMO_MANIFEST = "demo_manifest.json"  # same name as data_util.demo.DEMO_MANIFEST (which needs numpy to import)
 AUDIO_SUFFIX = ".wav"
+DEFAULT_AUDIO_SAMPLES = 3  # audio headers read per folder by `check_data` and before training
+EXPECTED_SAMPLE_RATE = 16_000
 
-# Header columns each tsv kind must have (extra columns are allowed).
-TSV_COLUMNS: dict[str, tuple[str, ...]] = {
-    "strong": ("filename", "onset", "offset", "event_label"),
-    "soft": ("filename", "onset", "offset", "event_label", "confidence"),
-    "weak": ("filename", "event_labels"),
-    "durations": ("filename", "duration"),
-    "exclude": ("filename",),
+# The reader training uses for each tsv kind (data_util.tsv); its errors name the file and line.
+TSV_READERS: dict[str, Callable[[Path], Iterable[str]]] = {
+    "strong": read_strong_tsv,
+    "soft": lambda path: read_strong_tsv(path, soft=True),
+    "weak": read_weak_tsv,
+    "durations": read_durations_tsv,
+    "exclude": read_filename_list,
 }
 
 TASK_PAGE = ("https://dcase.community/challenge2024/"
@@ -156,32 +166,18 @@ def _wav_names(folder: Path) -> set[str] | None:
         return {e.name for e in entries if e.name.lower().endswith(AUDIO_SUFFIX) and e.is_file()}
 
 
-def _read_tsv(path: Path, kind: str) -> tuple[list[str], list[str], str | None]:
-    """(header, filenames of the rows, error message or None). Reads text only."""
-    required = TSV_COLUMNS[kind]
+def _read_tsv(path: Path, kind: str) -> tuple[list[str], str | None]:
+    """(file names of the rows, error message or None), read with the reader training uses."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.rstrip("\r\n") for line in f if line.strip()]
+        return list(TSV_READERS[kind](path)), None
+    except TsvFormatError as e:  # the reader's message starts with the path, which the report shows already
+        return [], str(e).removeprefix(f"{path}, ").removeprefix(f"{path}: ")
     except (OSError, UnicodeDecodeError) as e:
-        return [], [], f"cannot read it: {e}"
-    if not lines:
-        return [], [], f"it is empty; expected a header with the columns {list(required)}"
-    header = lines[0].split("\t")
-    missing = [c for c in required if c not in header]
-    if missing:
-        return header, [], f"header {header} lacks the column(s) {missing}; expected at least {list(required)}"
-    name_column = header.index("filename")
-    bad_rows, names = [], []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            bad_rows.append(number)
-            continue
-        names.append(fields[name_column])
-    if bad_rows:
-        return header, names, (f"{len(bad_rows)} row(s) do not have {len(header)} tab-separated fields, "
-                               f"first at line(s) {bad_rows[:SHOW_NAMES]}")
-    return header, names, None
+        return [], f"cannot read it: {e}"
+
+
+def _stem(name: str) -> str:
+    return name[: -len(AUDIO_SUFFIX)] if name.lower().endswith(AUDIO_SUFFIX) else name
 
 
 def _maestro_recording(chunk_name: str) -> str:
@@ -215,7 +211,7 @@ def _resolve_expected(dataset_root: Path, expected, exact_counts: bool | None):
         counts = {name: spec.expected_files for name, spec in SETS.items()}
         exact, source = False, "real DCASE 2024 Task 4 data (before excluding)"
     elif isinstance(expected, str):
-        from data_util.demo import EXPECTED_COUNTS  # numpy only when a preset is named
+        from data_util.demo import EXPECTED_COUNTS  # lazy: numpy only when a preset is named
 
         if expected not in EXPECTED_COUNTS:
             raise ValueError(f"unknown demo preset {expected!r}; expected one of {sorted(EXPECTED_COUNTS)}")
@@ -232,7 +228,7 @@ class _Checker:
 
     def __init__(self, dataset_root: Path, resources_dir: Path, manifest: dict | None, exact: bool):
         self.root, self.resources, self.manifest, self.exact = dataset_root, resources_dir, manifest, exact
-        self.excluded: set[str] = set()
+        self.excluded: dict[str, set[str]] = {}  # set name -> stems of its exclude list
 
     def fix(self, set_name: str, kind: str) -> str:
         """kind: 'audio' (download), 'resample', 'resources' (download_resources.py)."""
@@ -248,7 +244,7 @@ class _Checker:
     def tsv_path(self, spec: SetSpec, relative: str) -> Path:
         return resolve(relative, self.root, self.resources, spec.labels_in_resources)
 
-    def check_set(self, spec: SetSpec, expected: int | None) -> SetCheck:
+    def check_set(self, spec: SetSpec, expected: int | None, sample_audio: int = 0) -> SetCheck:
         folder = self.root / spec.audio
         row = SetCheck(spec.name, spec.audio, None, expected)
         names = _wav_names(folder)
@@ -274,7 +270,30 @@ class _Checker:
             self.check_tsv(row, spec, spec.labels, spec.label_kind or "strong", names)
         if spec.durations is not None:
             self.check_tsv(row, spec, spec.durations, "durations", names)
+        if names and sample_audio > 0:
+            self.check_audio(row, spec, folder, sorted(names)[:sample_audio])
         return row
+
+    def check_audio(self, row: SetCheck, spec: SetSpec, folder: Path, names: list[str]):
+        """Read the headers of ``names``: unreadable, empty or truncated files are errors, other rates warnings."""
+        from data_util.audio import AudioReadError, read_header  # lazy: soundfile/torch only when audio is sampled
+
+        unreadable, other_rates = [], []
+        for name in names:
+            try:
+                info = read_header(folder / name)
+            except AudioReadError as e:
+                unreadable.append(f"{name} ({e.reason})")
+                continue
+            if info.samplerate != EXPECTED_SAMPLE_RATE:
+                other_rates.append(f"{name} ({info.samplerate} Hz)")
+        if unreadable:
+            self.problem(row, BAD_AUDIO, folder, f"{len(unreadable)} of {len(names)} sampled audio file(s) are "
+                         f"unreadable: {', '.join(unreadable[:SHOW_NAMES])}", self.fix(spec.name, "audio"))
+        if other_rates:
+            self.problem(row, BAD_AUDIO, folder, f"{len(other_rates)} of {len(names)} sampled file(s) are not "
+                         f"{EXPECTED_SAMPLE_RATE} Hz: {', '.join(other_rates[:SHOW_NAMES])}; they are resampled on "
+                         "every read (slower)", RESAMPLE_HINT.format(original=folder), severity=WARNING)
 
     def check_tsv(self, row: SetCheck, spec: SetSpec, relative: str, kind: str, names: set[str] | None):
         path = self.tsv_path(spec, relative)
@@ -282,7 +301,7 @@ class _Checker:
         if not path.is_file():
             self.problem(row, MISSING_TSV, path, f"{kind} tsv does not exist", fix)
             return
-        _, listed, error = _read_tsv(path, kind)
+        listed, error = _read_tsv(path, kind)
         if error:
             self.problem(row, BAD_TSV, path, error, fix)
         if not names:
@@ -293,7 +312,9 @@ class _Checker:
             absent = recordings - set(listed)
             what = "recording(s) of the chunks in the folder have no duration"
         else:
-            absent = set(listed) - names - self.excluded
+            # training drops the excluded clips of these sets before reading any audio; elsewhere all must exist
+            may_be_absent = self.excluded.get(spec.name, set()) if spec.name in EXCLUDED_MAY_BE_ABSENT else set()
+            absent = {n for n in set(listed) - names if _stem(n) not in may_be_absent}
             what = "file(s) named in the tsv are not in the audio folder"
         if absent:
             self.problem(row, MISSING_FILES, path, f"{len(absent)} {what}: {_shown(absent)}", fix)
@@ -307,11 +328,11 @@ class _Checker:
                 self.problem(row, MISSING_TSV, path, f"exclude list of {set_name} does not exist",
                              self.fix(set_name, "resources"))
                 continue
-            _, listed, error = _read_tsv(path, "exclude")
+            listed, error = _read_tsv(path, "exclude")
             if error:
                 self.problem(row, BAD_TSV, path, error, self.fix(set_name, "resources"))
             row.found += 1
-            self.excluded |= set(listed)
+            self.excluded[set_name] = {_stem(n) for n in listed}
         return row
 
     def check_dirs(self) -> SetCheck:
@@ -329,7 +350,7 @@ class _Checker:
 
 def check_data(dataset_root, resources_dir, *, sets: Iterable[str] | None = None, expected=None, stage: int = 1,
                exact_counts: bool | None = None, require_exclude_lists: bool = True,
-               require_dirs: bool | None = None) -> Report:
+               require_dirs: bool | None = None, sample_audio: int = 0) -> Report:
     """Check the dataset layout; never raises for data problems (see ``require_data``).
 
     sets: names of ``SETS`` to check (default: stage 1 = training + validation sets, stage 2 = all).
@@ -338,6 +359,7 @@ def check_data(dataset_root, resources_dir, *, sets: Iterable[str] | None = None
     exact_counts: count mismatches are errors (default: True for demo trees / given counts, False for real data).
     require_exclude_lists: check ``resources/exclude/*.tsv`` (the default ``training.exclude_overlapping=True``).
     require_dirs: check ``resources/dirs`` (default: only at stage 2, where ``training.dir_p`` defaults to 0.5).
+    sample_audio: read the headers of the first ``sample_audio`` audio files (sorted) of each set's folder.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
@@ -354,7 +376,7 @@ def check_data(dataset_root, resources_dir, *, sets: Iterable[str] | None = None
     checker = _Checker(dataset_root, resources_dir, manifest, exact)
     exclude_row = checker.check_exclude_lists(sets) if require_exclude_lists else None  # first: names to tolerate
     for name in sets:
-        report.rows.append(checker.check_set(SETS[name], counts.get(name)))
+        report.rows.append(checker.check_set(SETS[name], counts.get(name), sample_audio))
     if exclude_row is not None and exclude_row.expected:
         report.rows.append(exclude_row)
     if require_dirs if require_dirs is not None else stage == 2:
@@ -422,9 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1)
     parser.add_argument("--sets", nargs="+", choices=list(SETS), help="check only these sets")
     parser.add_argument("--preset", help="compare with the exact counts of this demo preset")
+    parser.add_argument("--sample-audio", type=int, default=DEFAULT_AUDIO_SAMPLES, metavar="N",
+                        help="read the headers of the first N audio files of each folder (0: none; default: %(default)s)")
     args = parser.parse_args(argv)
-
-    import configs  # the CLI resolves defaults like the experiments do; library code takes explicit paths
 
     root = configs.resolve_dataset_path(args.root)
     if args.resources:
@@ -433,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         resources = root / "resources"
     else:
         resources = configs.RESOURCES_DIR
-    report = check_data(root, resources, sets=args.sets, expected=args.preset, stage=args.stage)
+    report = check_data(root, resources, sets=args.sets, expected=args.preset, stage=args.stage,
+                        sample_audio=args.sample_audio)
     print(format_report(report))
     return 0 if report.ok else 1
 

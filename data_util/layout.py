@@ -81,6 +81,10 @@ EXCLUDE_LISTS: dict[str, str] = {
     "strong_train": "exclude/audioset_strong_exclude.tsv",
 }
 
+# Sets whose excluded clips training drops before reading any audio (and before checking that it exists), so the
+# audio of an excluded clip may be absent. Not weak_train: its held-out split (weak_val) keeps excluded clips.
+EXCLUDED_MAY_BE_ABSENT: tuple[str, ...] = ("strong_train",)
+
 # Sets whose predictions ``store_predictions`` writes (the reference's 12; weak_val is a split of weak_train).
 PREDICTION_SETS: tuple[str, ...] = (
     "synth_train", "weak_train", "strong_train", "external_strong_train", "unlabeled_train", "synth_val",

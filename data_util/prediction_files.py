@@ -110,6 +110,16 @@ def write_predictions(
     return path
 
 
+def file_attributes(path: str | os.PathLike) -> dict[str, str]:
+    """The scalar attributes of a prediction file as text (``model``, and what ``store_predictions`` records:
+    ``checkpoint``, ``checkpoint_sha256``, ``arch``, ``mode``); raises ``PredictionFileError`` if unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {key: _as_str(value) for key, value in f.attrs.items() if np.ndim(value) == 0}
+    except OSError as e:
+        raise PredictionFileError(f"{path}: cannot read it as a prediction file ({e})") from e
+
+
 class PredictionFile:
     """Lazy, validated reader of one prediction file.
 

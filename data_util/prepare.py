@@ -22,7 +22,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
+from configs import resolve_dataset_path
 from data_util import layout
 from data_util.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioReadError, read_audio
 
@@ -69,7 +71,7 @@ def _convert_task(source: str, target: str, target_sr: int) -> tuple[str, str | 
 
 
 def _limit_threads() -> None:
-    import torch
+    import torch  # lazy: only worker processes set torch's thread count
 
     torch.set_num_threads(1)  # one process per core already
 
@@ -119,8 +121,6 @@ def prepare_data(
     ``workers``: processes (default: all cores; 0 or 1 = in this process). Returns the counts; failures
     are logged and reported per file, they do not stop the other files.
     """
-    from tqdm import tqdm
-
     todo, present, missing_sets = plan(dataset_root, sets)
     result = PrepareResult(skipped=present, missing_sets=missing_sets)
     for name in missing_sets:
@@ -154,8 +154,6 @@ def _collect(outcomes, result: PrepareResult, bar) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 if any file failed)."""
-    from configs import resolve_dataset_path
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset-root", default=None, help="dataset root (default: $T4_DATASET_PATH or ./data)")
     parser.add_argument("--sets", nargs="*", default=None, help=f"sets to prepare (default all: {list(layout.SETS)})")

@@ -30,7 +30,42 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 _SEED_HIGH = 2**62
 
 
-class MultiSetBatchSampler(Sampler[list[int]]):
+class _ResumableEpochs(Sampler[list]):
+    """The epoch / position bookkeeping both batch samplers share: ``set_epoch``, and ``state_dict`` /
+    ``load_state_dict`` so that a run resumed mid-epoch skips the batches already trained on. Subclasses set
+    ``seed``, ``epoch = 0``, ``_resume_batches = 0``, ``_batches_yielded = 0`` and implement ``__len__``."""
+
+    seed: int
+    epoch: int
+    _resume_batches: int
+    _batches_yielded: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the draws of ``epoch`` (called by Lightning before each epoch)."""
+        if epoch != self.epoch:
+            self._resume_batches = 0
+        self.epoch = int(epoch)
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Position for resuming: ``{"epoch", "batches_done", "seed"}``.
+
+        Pass ``batches_done`` from the training loop: DataLoader workers prefetch, so the sampler's own
+        count of yielded batches runs ahead of the batches actually trained on.
+        """
+        done = self._batches_yielded if batches_done is None else int(batches_done)
+        return {"epoch": self.epoch, "batches_done": done, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Resume: the next iteration of ``state["epoch"]`` starts after ``state["batches_done"]`` batches."""
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
+        self.epoch = int(state["epoch"])
+        self._resume_batches = int(state["batches_done"])
+        if not 0 <= self._resume_batches <= len(self):
+            raise ValueError(f"batches_done={self._resume_batches} is outside [0, {len(self)}] for this sampler")
+
+
+class MultiSetBatchSampler(_ResumableEpochs):
     """Batches of global indices into a ``ConcatDataset`` of sets with sizes ``dataset_sizes``.
 
     Batch = ``batch_sizes[0]`` indices from set 0, then ``batch_sizes[1]`` from set 1, ... Epoch length is
@@ -112,12 +147,6 @@ class MultiSetBatchSampler(Sampler[list[int]]):
             return min(s // b for s, b in zip(shards, self.batch_sizes))
         return min(math.ceil(s / b) for s, b in zip(shards, self.batch_sizes))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutations of ``epoch`` (called by Lightning before each epoch)."""
-        if epoch != self.epoch:
-            self._resume_batches = 0
-        self.epoch = int(epoch)
-
     def _shard(self, set_index: int) -> np.ndarray:
         """This rank's share of set ``set_index``'s permutation for the current epoch (local indices)."""
         rng = np.random.default_rng([self.seed, self.epoch, set_index])
@@ -142,24 +171,6 @@ class MultiSetBatchSampler(Sampler[list[int]]):
             self._batches_yielded = batch_index + 1
             yield list(zip(batch, self.sample_seeds(batch_index))) if self.seeded else batch
 
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        """Position for resuming: ``{"epoch", "batches_done", "seed"}``.
-
-        Pass ``batches_done`` from the training loop: DataLoader workers prefetch, so the sampler's own
-        count of yielded batches runs ahead of the batches actually trained on.
-        """
-        done = self._batches_yielded if batches_done is None else int(batches_done)
-        return {"epoch": self.epoch, "batches_done": done, "seed": self.seed}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        """Resume: the next iteration of ``state["epoch"]`` starts after ``state["batches_done"]`` batches."""
-        if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}")
-        self.epoch = int(state["epoch"])
-        self._resume_batches = int(state["batches_done"])
-        if not 0 <= self._resume_batches <= len(self):
-            raise ValueError(f"batches_done={self._resume_batches} is outside [0, {len(self)}] for this sampler")
-
 
 class SeededSamples(Dataset):
     """A dataset indexed by ``(index, seed)``: ``dataset[index]`` with torch's CPU RNG seeded by ``seed``.
@@ -178,3 +189,60 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+class WeightedEpochBatchSampler(_ResumableEpochs):
+    """Batches of an epoch of ``epoch_len`` indices drawn without replacement with probability ∝ ``weights``.
+
+    PretrainedSED's training sampler (``WeightedRandomSampler(weights, num_samples=epoch_len, replacement=False)``
+    inside a ``DistributedSamplerWrapper``): every rank draws the same ``epoch_len`` indices from a generator seeded
+    by (seed, epoch) and keeps ``indices[rank::world_size]``. ``weights=None`` draws uniformly. ``epoch_len`` larger
+    than the number of indices with a positive weight is reduced to that number. Indices come as ``(index, seed)``
+    pairs for :class:`SeededSamples`, and the position is resumable (``state_dict``), as in
+    :class:`MultiSetBatchSampler`.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, epoch_len: int, seed: int, weights=None,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False):
+        if batch_size <= 0 or epoch_len <= 0:
+            raise ValueError(f"batch_size={batch_size} and epoch_len={epoch_len} must be positive")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.weights is not None and (len(self.weights) != num_samples or (self.weights < 0).any()
+                                         or not np.isfinite(self.weights).all()):
+            raise ValueError(f"sampler weights must be {num_samples} finite values >= 0")
+        drawable = num_samples if self.weights is None else int((self.weights > 0).sum())
+        if drawable < world_size:
+            raise ValueError(f"only {drawable} clips can be drawn; need at least world_size={world_size}")
+        self.num_samples = int(num_samples)
+        self.epoch_len = min(int(epoch_len), drawable)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank, self.world_size = rank, world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._resume_batches = 0
+        self._batches_yielded = 0
+
+    def _shard(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        p = None if self.weights is None else self.weights / self.weights.sum()
+        drawn = rng.choice(self.num_samples, size=self.epoch_len, replace=False, p=p)
+        usable = len(drawn) - len(drawn) % self.world_size
+        return drawn[self.rank:usable:self.world_size]
+
+    def __len__(self) -> int:
+        shard = self.epoch_len // self.world_size
+        return shard // self.batch_size if self.drop_last else math.ceil(shard / self.batch_size)
+
+    def __iter__(self) -> Iterator[list]:
+        shard = self._shard()
+        skip, self._resume_batches = self._resume_batches, 0
+        self._batches_yielded = skip
+        for batch_index in range(skip, len(self)):
+            indices = shard[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+            seeds = np.random.default_rng([self.seed, self.epoch, self.rank, batch_index]).integers(
+                0, _SEED_HIGH, size=len(indices))
+            self._batches_yielded = batch_index + 1
+            yield [(int(i), int(s)) for i, s in zip(indices, seeds)]

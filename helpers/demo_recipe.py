@@ -179,15 +179,15 @@ class Recipe:
 
 def _untrained_checkpoint(arch: str, path: Path) -> Path:
     """A checkpoint of the randomly initialised demo model (student = teacher), for the baseline row."""
-    import torch
+    import torch  # lazy: the recipe's steps run as child processes; torch loads only for the baseline checkpoint
 
-    from helpers.training.system import build_sed_model
-    from models.checkpoints import save_sed_checkpoint
+    from models.checkpoints import save_sed_checkpoint  # lazy: as torch above
+    from models.factory import build_model  # lazy: as torch above
 
     config = configs.demo_defaults(1)
     config["arch"] = arch
     torch.manual_seed(0)
-    model = build_sed_model(config)
+    model = build_model(config)
     save_sed_checkpoint(path, model.state_dict(), model.state_dict())
     return path
 
@@ -317,7 +317,7 @@ def clear_previous_run(out: Path, predictions: Path, step_names, prediction_name
 
 
 def main(argv=None) -> dict:
-    from helpers.predictions.commands import report_metrics  # torch: not at import time
+    from helpers.predictions.commands import report_metrics  # lazy: torch is not needed at import time
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=configs.DEMO_DATASET_PATH, help="demo dataset root")
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="folder for runs, checkpoints and logs")

@@ -71,8 +71,8 @@ def public_version(version: str) -> str:
 
 def same_version(installed: str, locked: str) -> bool:
     """PEP 440 equality (``0.1.1-2209072238`` is ``0.1.1.post2209072238``); plain text when unparsable."""
-    try:  # packaging is in the lock; imported here so that an environment without it still gets its report
-        from packaging.version import InvalidVersion, Version
+    try:
+        from packaging.version import InvalidVersion, Version  # lazy: a broken environment must still get its report
     except ImportError:
         return installed == locked
     try:
@@ -110,13 +110,13 @@ def pip_check() -> list[str]:
 def torch_problems() -> list[str]:
     """Import torch and torchaudio, load torchaudio's compiled library and run the ops the project uses."""
     try:
-        import torch
+        import torch  # lazy: a broken torch install is what this check reports
     except Exception as error:  # noqa: BLE001 - any import failure is the finding
         return [f"torch does not import: {type(error).__name__}: {_first_line(error)}"]
     try:
-        import torchaudio
-        import torchaudio.compliance.kaldi as kaldi
-        import torchaudio.functional as audio_functional
+        import torchaudio  # lazy: as torch above
+        import torchaudio.compliance.kaldi as kaldi  # lazy: as torch above
+        import torchaudio.functional as audio_functional  # lazy: as torch above
     except Exception as error:  # noqa: BLE001
         return [f"torchaudio {_dist_version('torchaudio')} does not load with torch {torch.__version__}: "
                 f"{type(error).__name__}: {_first_line(error)}"]

@@ -5,10 +5,14 @@ only add what differs (stage 2's prediction commands).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
+from typing import Callable, Mapping
 
 import configs
+from helpers.errors import debug_enabled, exit_on_user_error
+from models.registry import arch_names, extra_arch_blocks
 
 log = logging.getLogger(__name__)
 
@@ -34,49 +38,66 @@ def _experiment_logger() -> logging.Logger:
     return logger
 
 
-def setup_experiment(ex, stage: int) -> None:
-    """Add config, named configs, config validation and the data commands to ``ex``."""
+def add_checked_config(ex, defaults: dict, validate: Callable[[dict], None],
+                       named_configs: Mapping[str, dict] | None = None) -> None:
+    """Sacred plumbing every experiment shares: the default tree, named configs, and a config hook that runs
+    ``validate`` (which raises ``configs.ConfigError``) on the resolved config before any command; on the command
+    line the error is one clean message and exit status 2. Used by the T4 stages here and by any other experiment
+    built on the same config schema machinery."""
     ex.logger = _experiment_logger()
-    ex.add_config(configs.default_config(stage))
-    ex.add_named_config("demo", configs.demo_config(stage))
+    ex.add_config(defaults)
+    for name, updates in (named_configs or {}).items():
+        ex.add_named_config(name, updates)
 
     @ex.config_hook
     def _validate(config, command_name, logger):
         try:
-            configs.validate_config(config, stage)
+            validate(config)
         except configs.ConfigError as e:
-            if getattr(ex, "exit_on_config_error", False):  # command line: one clean message, no traceback
+            if getattr(ex, "exit_on_config_error", False) and not getattr(ex, "debug", False):  # command line
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
         return {}
 
-    ex.capture(_all_sections(configs.default_config(stage)))
+    ex.capture(_all_sections(defaults))
+
+
+def setup_experiment(ex, stage: int) -> None:
+    """Add config, named configs, config validation and the data commands to ``ex``."""
+    add_checked_config(ex, configs.default_config(stage),
+                       lambda config: configs.validate_config(config, stage, extra_arch_blocks()),
+                       {"demo": configs.demo_config(stage)})
 
     @ex.main
     def main(_config):
         """Train (``python -m ex_stage{1,2} with arch=... [ckpt_path=<last.ckpt> to resume]``), then test the best."""
-        from helpers.training.train import train
+        from helpers.training.train import train  # lazy: Lightning loads only for the commands that train or test
 
-        configs.require_arch(_config["arch"])
-        return train(_config, stage)
+        with user_errors(ex):
+            configs.require_arch(_config["arch"], arch_names())
+            return train(_config, stage)
 
     @ex.command
     def test(_config):
         """Test a checkpoint (``ckpt_path=<file or name in resources/pretrained_models>``) on the test sets."""
+        # lazy: Lightning loads only for the commands that train or test
         from helpers.training.train import test_checkpoint
 
-        configs.require_arch(_config["arch"])
-        if not _config.get("ckpt_path"):
-            raise configs.ConfigError("the test command needs ckpt_path=<checkpoint file or name>")
-        return test_checkpoint(_config, stage, _config["ckpt_path"])
+        with user_errors(ex):
+            configs.require_arch(_config["arch"], arch_names())
+            if not _config["ckpt_path"]:
+                raise configs.ConfigError("the test command needs ckpt_path=<checkpoint file or name>")
+            return test_checkpoint(_config, stage, _config["ckpt_path"])
 
     @ex.command(unobserved=True)
     def check_data(_config):
         """Print one table of every data set (folder, files found, expected, status); exit 1 if anything is missing."""
-        from data_util import doctor
+        from data_util import doctor  # lazy: each data command loads only its own module
 
-        report = doctor.check_data(configs.dataset_root(_config), configs.resources_dir(_config), stage=stage)
+        with user_errors(ex):
+            report = doctor.check_data(configs.dataset_root(_config), configs.resources_dir(_config), stage=stage,
+                                       sample_audio=doctor.DEFAULT_AUDIO_SAMPLES)
         print(doctor.format_report(report))
         if not report.ok:
             sys.exit(1)
@@ -85,9 +106,10 @@ def setup_experiment(ex, stage: int) -> None:
     @ex.command(unobserved=True)
     def prepare_data(_config):
         """Resample the 44.1 kHz originals into the missing ``_16k`` folders (parallel, resumable, atomic per file)."""
-        from data_util import prepare
+        from data_util import prepare  # lazy: each data command loads only its own module
 
-        result = prepare.prepare_data(configs.dataset_root(_config))
+        with user_errors(ex):
+            result = prepare.prepare_data(configs.dataset_root(_config))
         print(result.as_dict())
         if result.failed:
             sys.exit(1)
@@ -101,7 +123,6 @@ def _all_sections(config: dict):
     of it, and lets a typo under a used parent pass as a warning. ``configs.validate_config`` (the config hook above)
     is the single authority on keys instead: it checks every key at every depth and reports all errors at once.
     """
-    import inspect
 
     def config_sections(**sections):
         return sections
@@ -112,7 +133,16 @@ def _all_sections(config: dict):
     return config_sections
 
 
+def user_errors(ex):
+    """Context of a command's body: on the command line a user error (``helpers.errors``) is one message and exit
+    status 2, unless debugging (``T4SED_DEBUG=1``, ``--debug``); in-process runs (``ex.run``) get the exception."""
+    return exit_on_user_error(getattr(ex, "exit_on_user_error", False), getattr(ex, "debug", False))
+
+
 def run(ex, argv=None) -> None:
-    """Command-line entry point: Sacred's, with our config errors shown as one clear message."""
+    """Command-line entry point: Sacred's, with config and other user errors shown as one clear message."""
+    argv = argv if argv is not None else sys.argv
     ex.exit_on_config_error = True
-    ex.run_commandline(argv if argv is not None else sys.argv)
+    ex.exit_on_user_error = True
+    ex.debug = debug_enabled(argv)
+    ex.run_commandline(argv)

@@ -72,7 +72,8 @@ class ATSTMel(nn.Module):
         with torch.autocast(device_type=wav.device.type, enabled=False):
             stft = torch.stft(wav.float(), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
                               window=self.window, center=True, pad_mode="reflect", return_complex=True)
-            power = stft.abs().pow(2.0)  # [B, 513, T]
+            parts = torch.view_as_real(stft)
+            power = parts[..., 0].square() + parts[..., 1].square()  # |X|² [B, 513, T], no complex abs and pow
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # [B, 64, T]
             db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
             if self.per_sample_top_db:

@@ -236,7 +236,17 @@ class WeightNormConv1d(nn.Module):
         return v * (g / norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)
+        """(B, C, T) → (B, C, T + 1 − k % 2).
+
+        Run as a 2-D convolution over a height-1 map in channels-last layout: oneDNN's grouped channels-last
+        kernel is about 2x faster on CPU than its 1-D (channels-first) one for this 128-tap, 16-group filter, and
+        the encoder's (B, T, C) tokens transposed to (B, C, T) already are that layout, so no copy is made
+        either way. Same sums as ``F.conv1d`` (differences at float32 rounding).
+        """
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), no copy from (B, T, C)
+        weight = self.weight().unsqueeze(2)  # (C, C / groups, 1, k)
+        out = F.conv2d(x, weight, self.bias, padding=(0, self.padding), groups=self.groups)
+        return out.squeeze(2)
 
 
 class SamePad(nn.Module):
@@ -281,12 +291,14 @@ class GatedRelPosAttention(nn.Module):
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
         """x (B, T, C), position_bias (1, H, T, T) → (B, T, C)."""
         B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        q_heads = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D), contiguous
+        q = q_heads.transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
 
-        gate_logits = self.grep_linear(q).view(B, self.num_heads, T, GATE_COUNT, GATE_GROUP).sum(dim=-1)  # (B, H, T, 2)
-        gate_a, gate_b = torch.sigmoid(gate_logits).unbind(dim=-1)  # (B, H, T) each
+        # the gate from the contiguous (B, T, H, D) layout: the transposed q would be copied first
+        gate_logits = self.grep_linear(q_heads).view(B, T, self.num_heads, GATE_COUNT, GATE_GROUP).sum(dim=-1)
+        gate_a, gate_b = torch.sigmoid(gate_logits.transpose(1, 2)).unbind(dim=-1)  # (B, H, T) each
         gate = gate_a * (gate_b * self.grep_a.squeeze(-1) - 1.0) + 2.0  # (B, H, T)
         attn_bias = (gate.unsqueeze(-1) * position_bias).to(q.dtype)  # (B, H, T, T)
 
@@ -320,10 +332,12 @@ class BEATsLayer(nn.Module):
         self.deep_norm_alpha = deep_norm_alpha
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
-        x = self.self_attn_layer_norm(self.deep_norm_alpha * x + self.dropout(self.self_attn(x, position_bias)))
+        # torch.add(branch, x, alpha=α) = α·x + branch in one pass over the activations
+        x = self.self_attn_layer_norm(torch.add(self.dropout(self.self_attn(x, position_bias)), x,
+                                                alpha=self.deep_norm_alpha))
         hidden = F.gelu(self.fc1(x).float()).type_as(x)  # GELU in fp32, as the reference
         hidden = self.fc2(self.activation_dropout(hidden))
-        return self.final_layer_norm(self.deep_norm_alpha * x + self.dropout(hidden))
+        return self.final_layer_norm(torch.add(self.dropout(hidden), x, alpha=self.deep_norm_alpha))
 
 
 class BEATsEncoder(nn.Module):
@@ -369,7 +383,9 @@ class BEATsEncoder(nn.Module):
         x = self.dropout(self.layer_norm(x + positional))
         buckets = self.bucket_table(x.shape[1], x.device)
         table = self.layers[0].self_attn.relative_attention_bias
-        position_bias = table(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, T, T)
+        # contiguous once here: every layer scales it by its gate, and a (T, T, H)-strided view made each of those
+        # 12 products a strided gather (about 4x slower than the product on contiguous memory)
+        position_bias = table(buckets).permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, H, T, T)
         for layer in self.layers:
             if self.layer_wise_gradient_decay_ratio != 1.0:
                 x = _GradMultiply.apply(x, self.layer_wise_gradient_decay_ratio)

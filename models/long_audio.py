@@ -26,9 +26,10 @@ NET_POOLING = 4  # CNN time pooling: one output frame per 4 mel frames
 FRAME_HOP_SAMPLES = MEL_HOP * NET_POOLING  # 1024 samples = 64 ms
 
 
-def num_output_frames(num_samples: int) -> int:
-    """Output frames the CNN yields for ``num_samples`` (156 for 10 s): mel frames (centred) // pooling."""
-    return (1 + num_samples // MEL_HOP) // NET_POOLING
+def num_output_frames(num_samples: int, mel_hop: int = MEL_HOP, net_pooling: int = NET_POOLING) -> int:
+    """Output frames for ``num_samples``: centred front-end frames // pooling (156 for 10 s with the CNN's 256-sample
+    hop and pooling 4; 250 with the transformers' 160-sample hop and 4 frames per token)."""
+    return (1 + num_samples // mel_hop) // net_pooling
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -50,6 +51,8 @@ def predict_long(
     window_seconds: float = WINDOW_SECONDS,
     sample_rate: int = SAMPLE_RATE,
     batch_size: int = 16,
+    mel_hop: int = MEL_HOP,
+    net_pooling: int = NET_POOLING,
 ) -> torch.Tensor:
     """Strong logits over a whole recording: wav (N,) → (T, C) or (B, N) → (B, T, C), T = N's 64 ms frames.
 
@@ -57,7 +60,8 @@ def predict_long(
     batch of W windows. Windows are run ``batch_size`` at a time (whole windows of one batch share the
     transformer front-end's batch statistics where it has any, e.g. ATST's batch-wide top_db, as clips do
     in training). Apply ``torch.sigmoid`` to the result for probabilities. The model is not put in eval
-    mode here: do it before calling.
+    mode here: do it before calling. ``mel_hop`` x ``net_pooling`` samples make one output frame (the SED model's
+    64 ms by default; AudioSet-strong models: 160 x 4 = 40 ms).
     """
     if wav.ndim not in (1, 2):
         raise ValueError(f"predict_long expects a waveform (N,) or (B, N); got shape {tuple(wav.shape)}")
@@ -77,15 +81,26 @@ def predict_long(
     for chunk in windows.split(batch_size):
         logits.append(model(cnn_frontend(chunk), transformer_frontend(chunk), return_strong_logits=True).float())
     logits = torch.cat(logits).reshape(B, len(starts), *logits[0].shape[1:])  # (B, W, F, C)
-    frames_per_window, C = logits.shape[2:]
+    result = overlap_add(logits, starts, N, mel_hop=mel_hop, net_pooling=net_pooling)  # (B, T, C)
+    return result[0] if single else result
 
-    n_out = num_output_frames(N)
+
+def overlap_add(logits: torch.Tensor, starts: list[int], num_samples: int, *, mel_hop: int = MEL_HOP,
+                net_pooling: int = NET_POOLING) -> torch.Tensor:
+    """Window logits (B, W, F, C) of windows starting at ``starts`` (samples) -> (B, T, C) on the output grid
+    (``mel_hop`` x ``net_pooling`` samples per frame, 64 ms by default) of a recording of ``num_samples`` samples:
+    the weighted mean of the window frames covering each grid frame."""
+    B, W, frames_per_window, C = logits.shape
+    if W != len(starts):
+        raise ValueError(f"overlap_add: {W} windows of logits but {len(starts)} window starts")
+    frame_hop = mel_hop * net_pooling
+    n_out = num_output_frames(num_samples, mel_hop, net_pooling)
     grid = n_out + frames_per_window + 2  # room for the padded tail; cut at the end
     total = logits.new_zeros(B, grid, C)
     weight = logits.new_zeros(grid)
     positions = torch.arange(frames_per_window, device=logits.device)
     for w, start in enumerate(starts):
-        offset = start / FRAME_HOP_SAMPLES  # window start in output frames (may be fractional)
+        offset = start / frame_hop  # window start in output frames (may be fractional)
         first = math.floor(offset)
         frac = offset - first  # window frame j covers [first + j + frac, first + j + 1 + frac)
         for shift, share in ((0, 1.0 - frac), (1, frac)):
@@ -95,8 +110,7 @@ def predict_long(
             total.index_add_(1, index, share * logits[:, w])
             weight.index_add_(0, index, torch.full_like(index, share, dtype=weight.dtype))
     weight = weight[:n_out].clamp(min=torch.finfo(weight.dtype).tiny)
-    result = total[:, :n_out] / weight[None, :, None]  # (B, T, C)
-    return result[0] if single else result
+    return total[:, :n_out] / weight[None, :, None]
 
 
-__all__ = ["predict_long", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]
+__all__ = ["predict_long", "overlap_add", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]

@@ -123,9 +123,10 @@ class CNNMel(nn.Module):
                 onesided=True,
                 return_complex=True,
             )  # (B, n_fft // 2 + 1, T)
-            spec = spec.abs()
-            if self.power != 1.0:
-                spec = spec.pow(self.power)
+            # |X|^power from re² + im²: one pass over the (frame-major) STFT instead of complex abs then pow
+            parts = torch.view_as_real(spec)
+            power = parts[..., 0].square() + parts[..., 1].square()  # |X|²
+            spec = power.sqrt() if self.power == 1.0 else power if self.power == 2.0 else power.pow(self.power / 2)
             mel = torch.matmul(spec.transpose(1, 2), self.mel_matrix).transpose(1, 2)  # (B, n_mels, T)
         return mel.unsqueeze(1)  # (B, 1, n_mels, T)
 

@@ -15,3 +15,15 @@ def demo_tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "tiny"
     demo.generate(root, preset="tiny", seed=0)
     return root, root / demo.RESOURCES_SUBDIR
+
+
+@pytest.fixture(scope="session")
+def as_strong_demo(tmp_path_factory):
+    """The tiny AudioSet-strong demo source set, converted once; returns (source folder, prepared dataset). Read-only."""
+    from data_util import demo_audioset
+    from data_util.audioset_strong_prepare import prepare_audioset_strong
+
+    root = tmp_path_factory.mktemp("as_strong")
+    demo_audioset.generate(root / "source", preset="tiny", seed=0)
+    prepare_audioset_strong(root / "source", root / "dataset", workers=1, shard_size=8, progress=False)
+    return root / "source", root / "dataset"

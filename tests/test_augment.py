@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers.training import augment
+from models.registry import ARCH_SPECS
 from helpers.training.augment import (
-    FEATURE_UNITS_PER_DB,
     TRANSFORMER_FRAMES_PER_LABEL,
     apply_mixup_to,
     filter_augment,
@@ -138,7 +138,7 @@ def test_filter_augment_zero_gain_is_identity(batch):
 
 def test_filter_augment_log_domain_adds_a_bounded_frequency_response(batch):
     x = batch["cnn"]
-    units = FEATURE_UNITS_PER_DB["fpasst"]
+    units = ARCH_SPECS["fpasst"].feature_units_per_db
     out = filter_augment(x, db_range=(-6, 6), units_per_db=units, generator=_gen(5))
     delta = out - x
     assert out.shape == x.shape
@@ -293,7 +293,7 @@ def test_should_apply_rates_and_bounds():
 
 def test_units_per_db_table_matches_front_end_normalisations():
     # ATST: +1 dB on the [-79.6482, 50.6842] dB range scaled to [-1, 1]
-    assert math.isclose(FEATURE_UNITS_PER_DB["atst_frame"], 2 / 130.3324)
+    assert math.isclose(ARCH_SPECS["atst_frame"].feature_units_per_db, 2 / 130.3324)
     # fPaSST: ln(10^(1/10)) / 5
-    assert math.isclose(FEATURE_UNITS_PER_DB["fpasst"], math.log(10 ** 0.1) / 5)
+    assert math.isclose(ARCH_SPECS["fpasst"].feature_units_per_db, math.log(10 ** 0.1) / 5)
     assert augment.LABEL_FRAME_HOP_S == pytest.approx(0.064)

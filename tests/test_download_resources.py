@@ -106,12 +106,13 @@ def test_download_over_http(server, mirror, tmp_path):
 
 def test_corrupted_file_is_not_placed(mirror, tmp_path):
     root, manifest = mirror
-    (root / "atst_stage1.ckpt").write_bytes(b"corrupted")
     dest = tmp_path / "resources"
-    with pytest.raises(dr.DownloadError, match="SHA-256 mismatch"):
-        dr.download(FILES[1], dest, str(root), manifest, progress=False)
-    assert not (dest / FILES[1].target).exists()
-    assert not list(dest.rglob("*.part"))
+    for corrupted, message in ((bytes(256 * 4000), "SHA-256 mismatch"), (b"corrupted", "9 bytes, expected 1024000")):
+        (root / "atst_stage1.ckpt").write_bytes(corrupted)
+        with pytest.raises(dr.DownloadError, match=message):
+            dr.download(FILES[1], dest, str(root), manifest, progress=False)
+        assert not (dest / FILES[1].target).exists()
+        assert not list(dest.rglob("*.part"))
 
 
 def test_interrupted_transfer_resumes(server, mirror, tmp_path):

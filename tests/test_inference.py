@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,10 @@ import inference
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from helpers.evaluation import postprocess
 from data_util.prediction_files import read_predictions
-from models.checkpoints import load_state_dict_strict, save_sed_checkpoint
+from models.checkpoints import CheckpointError, load_state_dict_strict, save_sed_checkpoint
+from models.factory import build_model, create_model
+from models.loading import checkpoint_config
 from models.long_audio import num_output_frames
-from models.registry import create_model
 
 SR = 16_000
 SHORT_SECONDS = 3.0
@@ -142,8 +144,8 @@ def test_loaded_model_reproduces_the_saved_model(setup):
     with torch.no_grad():
         expected = original(loaded.cnn_frontend(wav), loaded.transformer_frontend(wav), return_strong_logits=True)
         torch.testing.assert_close(loaded(wav), expected)
-    with_one_head = inference.infer_model_spec(original.state_dict())
-    assert with_one_head.backbone_kwargs["num_heads"] == 1  # without the config: 64-dim heads, i.e. 1
+    with_one_head = checkpoint_config(original.state_dict())
+    assert with_one_head["atst_frame"]["num_heads"] == 1  # without the config: 64-dim heads, i.e. 1
 
 
 def test_teacher_mode_loads_the_teacher_weights(setup):
@@ -199,31 +201,31 @@ def test_architecture_and_sizes_are_read_from_the_state_dict(arch):
                                                         mlp_ratio=2.0), nb_filters=[4, 8, 8, 16, 16, 16, 16],
                              n_RNN_cell=24, n_layers_RNN=1, **kwargs)
     state_dict = reference.state_dict()
-    spec = inference.infer_model_spec(state_dict, config={"t4_wrapper": {"interpolation_mode": "nearest-exact"}})
-    assert spec.arch == arch
-    assert spec.backbone_kwargs["depth"] == 3 and spec.backbone_kwargs["embed_dim"] == 48
-    assert spec.backbone_kwargs["mlp_ratio"] == 2.0
-    assert spec.wrapper_kwargs["nb_filters"] == [4, 8, 8, 16, 16, 16, 16]
-    assert spec.wrapper_kwargs["n_RNN_cell"] == 24 and spec.wrapper_kwargs["n_layers_RNN"] == 1
-    assert spec.wrapper_kwargs["no_wrapper"] == (arch == "beats")
-    assert spec.wrapper_kwargs["interpolation_mode"] == "nearest-exact"
+    config = checkpoint_config(state_dict, stored={"t4_wrapper": {"interpolation_mode": "nearest-exact"}})
+    assert config["arch"] == arch
+    assert config[arch]["depth"] == 3 and config[arch]["embed_dim"] == 48
+    assert config[arch]["mlp_ratio"] == 2.0
+    assert config["t4_wrapper"]["nb_filters"] == [4, 8, 8, 16, 16, 16, 16]
+    assert config["t4_wrapper"]["n_RNN_cell"] == 24 and config["t4_wrapper"]["n_layers_RNN"] == 1
+    assert config["t4_wrapper"]["no_wrapper"] == (arch == "beats")
+    assert config["t4_wrapper"]["interpolation_mode"] == "nearest-exact"
     if arch == "beats":
-        assert spec.backbone_kwargs["num_heads"] == 3
-    rebuilt = create_model(spec.arch, backbone_kwargs=spec.backbone_kwargs, **spec.wrapper_kwargs)
+        assert config[arch]["num_heads"] == 3
+    rebuilt = build_model(config)
     load_state_dict_strict(rebuilt, state_dict, source="test")  # names and shapes fit
-    with pytest.raises(inference.InferenceError, match="--arch"):
-        inference.infer_model_spec(state_dict, arch="fpasst" if arch != "fpasst" else "beats")
+    with pytest.raises(CheckpointError, match=f"arch=(fpasst|beats) in the config, {arch} in the checkpoint"):
+        checkpoint_config(state_dict, overrides={"arch": "fpasst" if arch != "fpasst" else "beats"})
 
 
 def test_released_settings_apply_without_a_stored_config():
     """fPaSST / BEATs stage checkpoints were trained with embed_pool=int, nearest-exact; ATST with aap."""
     for arch, pool in (("atst_frame", "aap"), ("fpasst", "int"), ("beats", "int")):
         model = create_model(arch, backbone_kwargs=dict(embed_dim=64, depth=1, num_heads=1), no_wrapper=arch == "beats")
-        spec = inference.infer_model_spec(model.state_dict())
-        assert spec.wrapper_kwargs["embed_pool"] == pool
-        assert spec.backbone_kwargs["num_heads"] == 1  # 64-dim heads
+        config = checkpoint_config(model.state_dict())
+        assert config["t4_wrapper"]["embed_pool"] == pool
+        assert config[arch]["num_heads"] == 1  # 64-dim heads
         if arch == "fpasst":  # the stage-2 passt_mel defaults, as the reference's store_predictions
-            assert spec.transformer_frontend["fmax_aug_range"] == 1000
+            assert config["passt_mel"]["fmax_aug_range"] == 1000
 
 
 # ------------------------------------------------------------------------------------ helpers/evaluation/postprocess.py
@@ -275,3 +277,23 @@ def test_tuned_csebbs_parameters_load_from_json(tmp_path, caplog):
     path.write_text('{"step_filter_lenght": 0.5}')
     with pytest.raises(ValueError, match="unknown cSEBBs parameter"):
         postprocess.load_csebbs_predictor(path, ["a"])
+
+
+def test_folder_mode_batches_windows_across_files_with_the_per_file_results(setup, monkeypatch):
+    """BEATs' front-end has no batch statistics, so sharing batches across files must not change any output."""
+    calls = []
+    original = inference._WindowRunner.forward
+    monkeypatch.setattr(inference._WindowRunner, "forward",
+                        lambda self, windows, *rest, **kw: calls.append(len(windows)) or original(self, windows,
+                                                                                               *rest, **kw))
+    model = setup["models"] / "tiny_beats.ckpt"
+    out = setup["root"] / "out_batched"
+    assert _run(setup, "--audio_file", setup["audio"], "--model_name", model, "--out", out / "folder",
+                "--batch_size", "16", "--no_plot") == 0
+    assert calls == [1 + 4]  # the short file's window and the long file's 4 in one forward pass
+    for name, audio in (("short", setup["short"]), ("sub/long_stereo", setup["audio"] / "sub" / "long_stereo.flac")):
+        assert _run(setup, "--audio_file", audio, "--model_name", model, "--out", out / "single", "--no_plot") == 0
+        stem = Path(name).name
+        _, batched = read_predictions(out / "folder" / name / f"{stem}_scores.hdf5")
+        _, single = read_predictions(out / "single" / stem / f"{stem}_scores.hdf5")
+        np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)

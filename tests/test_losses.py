@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from helpers.training import losses
 from helpers.training.ema import ema_update, make_teacher
 from helpers.training.optim import build_optimizer, build_scheduler, warmup_cosine_factor, warmup_linear_factor
+import configs
 from helpers.training.stages import STAGE1, STAGE2, StepFeatures, augment_batch, group_slice, strategy_for
 
 ROWS = {"maestro": slice(0, 2), "desed_strong": slice(2, 4), "synth": slice(4, 6), "weak": slice(6, 8),
@@ -113,9 +114,11 @@ def _features(seed=0):
 
 
 def _config(**mix):
-    return {"mix_augment": dict(apply_mixup=True, mixup_p=1.0, apply_mixstyle=False, **mix),
-            "time_augment": dict(apply_mask=True, mask_target="desed_strong"),
-            "filter_augment": dict(apply=1, p=1.0, n_transform=2), "freq_warp": dict(apply=0)}
+    # the stage-2 tree holds every augmentation block (freq_warp is stage 2's); stage 1's strategy ignores freq_warp
+    return configs.merge_config(configs.default_config(2), {
+        "mix_augment": dict(apply_mixup=True, mixup_p=1.0, apply_mixstyle=False, **mix),
+        "time_augment": dict(apply_mask=True, mask_target="desed_strong"),
+        "filter_augment": dict(apply=1, p=1.0, n_transform=2), "freq_warp": dict(apply=0)})
 
 
 def test_stage1_augmentation_mixes_named_groups_and_keeps_teacher_view_separate():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.param_groups import param_groups
-from models.registry import ARCHS, PRETRAINED, create_model
+from models.factory import create_model
+from models.registry import ARCHS, ARCH_SPECS
 
 # Full depth (12 blocks, so names like blocks.1 / blocks.10 / blocks.11 coexist) but tiny widths.
 NARROW_BACKBONE = {
@@ -21,7 +22,7 @@ BLOCK_PREFIX = {"atst_frame": "as_model.model.atst.blocks.", "fpasst": "as_model
 
 def narrow_model(arch: str, **backbone_kwargs):
     return create_model(arch, backbone_kwargs={**NARROW_BACKBONE[arch], **backbone_kwargs},
-                        **PRETRAINED[arch].wrapper_defaults, **TINY_WRAPPER)
+                        **ARCH_SPECS[arch].wrapper_defaults, **TINY_WRAPPER)
 
 
 def group_names(model, groups) -> list[list[str]]:

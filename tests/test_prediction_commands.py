@@ -25,6 +25,8 @@ from data_util.pseudo_labels import PseudoLabels
 from helpers.predictions import commands as pc
 from data_util.prediction_files import read_predictions, resolve_pseudo_label_dir, write_predictions
 from models.checkpoints import save_sed_checkpoint
+from models.factory import build_model
+from models.loading import load_sed_model
 
 ARCH_SETTINGS = {  # the released models' wrapper settings (README commands)
     "atst_frame": {},
@@ -92,8 +94,13 @@ def members(tmp_path) -> dict:
             "b": _write_member(preds / "model_b", sets, seed=1)}
 
 
+def _stage2(updates: dict) -> dict:
+    """A complete stage-2 config (commands read resolved configs) with ``updates`` applied."""
+    return configs.merge_config(configs.default_config(2), updates)
+
+
 def _ensemble_config(preds: Path, names, out_name=None, **updates) -> dict:
-    return {"pretrained_names": tuple(names), "out_name": out_name, "preds_path": str(preds), **updates}
+    return _stage2({"pretrained_names": tuple(names), "out_name": out_name, "preds_path": str(preds), **updates})
 
 
 def test_ensemble_is_the_order_independent_mean_of_logits_aligned_by_name(members):
@@ -241,8 +248,8 @@ def fake_evaluation(members, monkeypatch):
         return {"sets": {"devtest": {"raw": {"psds1": 0.25}, "csebbs": {"psds1": 0.5}}}, "plots": [str(p) for p in plots]}
 
     monkeypatch.setattr(eval_report, "evaluate_predictions", evaluate)
-    config = {"preds_path": str(members["preds"]), "pretrained_name": "model_a", "cross_validation_folds": 0,
-              **SMALL_GRID}
+    config = _stage2({"preds_path": str(members["preds"]), "pretrained_name": "model_a", "cross_validation_folds": 0,
+                      **SMALL_GRID})
     return {"config": config, "plots": plots}
 
 
@@ -278,7 +285,7 @@ def test_a_failing_wandb_log_is_a_warning(fake_evaluation, monkeypatch, caplog):
 def test_missing_checkpoint_names_the_available_ones(tmp_path):
     for name in ("atst_stage2.ckpt", "beats_stage2.pt", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    config = {"arch": "atst_frame", "pretrained_name": "atst_stage9", "model_path": str(tmp_path)}
+    config = _stage2({"arch": "atst_frame", "pretrained_name": "atst_stage9", "model_path": str(tmp_path)})
     with pytest.raises(pc.PredictionCommandError, match=r"'atst_stage9'.*available there: atst_stage2, beats_stage2\)"):
         pc.store_predictions(config)
     assert pc.resolve_checkpoint_file("atst_stage2", tmp_path) == tmp_path / "atst_stage2.ckpt"
@@ -289,7 +296,7 @@ def test_missing_checkpoint_names_the_available_ones(tmp_path):
 
 def test_checkpoint_name_falls_back_to_model_init_id_and_default():
     def name(pretrained, init_id):
-        return pc.pretrained_name({"pretrained_name": pretrained, "t4_wrapper": {"model_init_id": init_id}})
+        return pc.pretrained_name(_stage2({"pretrained_name": pretrained, "t4_wrapper": {"model_init_id": init_id}}))
 
     assert name("passt_stage2", "atst_stage1") == "passt_stage2"
     assert name(None, "atst_stage2") == "atst_stage2"  # README: store_predictions with t4_wrapper.model_init_id=...
@@ -298,7 +305,7 @@ def test_checkpoint_name_falls_back_to_model_init_id_and_default():
 
 def test_store_rejects_a_bad_mode(tmp_path):
     with pytest.raises(pc.PredictionCommandError, match="mode='ema'"):
-        pc.store_predictions({"arch": "atst_frame", "mode": "ema", "model_path": str(tmp_path)})
+        pc.store_predictions(_stage2({"arch": "atst_frame", "mode": "ema", "model_path": str(tmp_path)}))
 
 
 def test_pseudo_label_dir_resolution(members, monkeypatch, tmp_path):
@@ -349,8 +356,8 @@ def workspace(tmp_path_factory, demo_tiny) -> dict:
     for seed, (arch, wrapper) in enumerate(ARCH_SETTINGS.items()):
         config = _merge(base, {"arch": arch, "t4_wrapper": wrapper})
         torch.manual_seed(seed)
-        student = pc.build_model_from_config(config).model
-        teacher = pc.build_model_from_config(config).model
+        student = build_model(config)
+        teacher = build_model(config)
         save_sed_checkpoint(root / "models" / f"{arch}_tiny.ckpt", student.state_dict(), teacher.state_dict())
         arch_configs[arch] = _merge(config, {"pretrained_name": f"{arch}_tiny", "base_path": str(root / "audio")})
     return {"root": root, "data": data, "audio": root / "audio", "base": base, "configs": arch_configs}
@@ -408,7 +415,7 @@ def test_stored_values_are_the_models_logits(workspace, stored):
     from data_util.datasets import build_prediction_set
 
     config = workspace["configs"]["beats"]
-    model = pc.load_model(config, workspace["root"] / "models" / "beats_tiny.ckpt", "student")
+    model = load_sed_model(workspace["root"] / "models" / "beats_tiny.ckpt", mode="student", config=config)
     dataset = build_prediction_set("devtest", workspace["audio"])
     audio = torch.stack([dataset[i]["audio"] for i in range(3)])
     with torch.inference_mode():
@@ -460,7 +467,7 @@ def test_existing_files_are_kept_unless_overwrite(workspace):
 def test_a_checkpoint_of_another_arch_fails_with_a_hint(workspace):
     config = _merge(workspace["configs"]["atst_frame"], {
         "pretrained_name": "beats_tiny", "base_path": str(_devtest_only_root(workspace)), "out_name": "wrong_arch"})
-    with pytest.raises(Exception, match=r"does not fit the model(.|\n)*arch=atst_frame"):
+    with pytest.raises(Exception, match=r"holds a beats model(.|\n)*arch=atst_frame"):
         pc.store_predictions(config, echo=_quiet)
     assert not (workspace["root"] / "preds" / "wrong_arch" / "devtest.hdf5").exists()
 

@@ -30,7 +30,8 @@ import torch
 
 import configs
 from helpers.training import train as train_module
-from models.checkpoints import resolve_checkpoint, safe_load
+from models.checkpoints import safe_load
+from models.loading import resolve_checkpoint
 from tests import reference_commands
 
 # The few-steps limit appended to every command (the same for all: each run takes ~5-20 s on a CPU core).
@@ -148,7 +149,7 @@ def test_stage1_readme_command_runs(arch, demo_tiny, tmp_path, stage1_results):
     updates = _updates(command)
     loss_weights = list(ast.literal_eval(updates["loss_weights"]))
     assert loss_weights[5] > 0  # the README's pseudo-label weight (1.5)
-    config_like = {"loss_weights": loss_weights, "training": {}, "pseudo_labels": None}
+    config_like = configs.merge_config(configs.default_config(1), {"loss_weights": loss_weights, "pseudo_labels": None})
     assert train_module.pseudo_label_dir(config_like) is None  # iteration 1: no pseudo-label files anywhere
 
     result = _stage1(arch, demo_tiny, tmp_path, stage1_results)

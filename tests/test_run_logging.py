@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
+import configs
 from helpers.training.run_logging import (
     ComplexityCallback, EnergyCallback, finish_loggers, git_commit, make_loggers, run_metadata, wandb_mode,
 )
@@ -31,6 +32,11 @@ from tests.test_training import one_torch_thread, tiny_config  # noqa: F401 (aut
 
 REPO = Path(__file__).resolve().parent.parent
 LOGGER_NAME = "helpers.training.run_logging"
+
+
+def _stage1(updates: dict) -> dict:
+    """A complete stage-1 config (the loggers read resolved configs) with ``updates`` applied."""
+    return configs.merge_config(configs.default_config(1), updates)
 
 
 def head_commit() -> str:
@@ -135,7 +141,7 @@ def test_disabled_gives_only_csv(not_logged_in, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     inits = count_wandb_inits(monkeypatch)
     run_dir = tmp_path / "run"
-    loggers = make_loggers({"wandb": {"name": "n"}}, run_dir, {"stage": 1})
+    loggers = make_loggers(_stage1({"wandb": {"name": "n"}}), run_dir, {"stage": 1})
     assert [type(logger) for logger in loggers] == [CSVLogger]
     loggers[0].log_metrics({"a": 1.0}, step=0)
     finish_loggers(loggers)
@@ -150,7 +156,7 @@ def test_offline_wandb_run(not_logged_in, monkeypatch, tmp_path):
 
     inits = count_wandb_inits(monkeypatch)
     run_dir = tmp_path / "run"
-    config = {"arch": "atst_frame", "wandb": {"name": "tiny", "project": "t4_tests", "tags": ["a", "b"]}}
+    config = _stage1({"arch": "atst_frame", "wandb": {"name": "tiny", "project": "t4_tests", "tags": ["a", "b"]}})
     run_info = run_metadata(1)
     loggers = make_loggers(config, run_dir, run_info)
     try:
@@ -178,7 +184,7 @@ def test_offline_wandb_run(not_logged_in, monkeypatch, tmp_path):
 def test_wandb_unavailable_is_a_warning(not_logged_in, monkeypatch, tmp_path, caplog):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
-        loggers = make_loggers({}, tmp_path / "run", {"stage": 1})
+        loggers = make_loggers(_stage1({}), tmp_path / "run", {"stage": 1})
     assert [type(logger) for logger in loggers] == [CSVLogger]
     assert any("wandb logging is off" in message for message in warnings_of(caplog))
     finish_loggers(loggers)

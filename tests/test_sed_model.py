@@ -16,7 +16,8 @@ import torch
 
 from models import long_audio
 from models.mel import CNNMel
-from models.registry import ARCHS, PRETRAINED, create_frontends, create_model, split_wrapper_config
+from models.factory import create_frontends, create_model
+from models.registry import ARCHS, ARCH_SPECS, split_wrapper_config
 from models.sed_model import SEDModel
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference_t4"
@@ -90,7 +91,7 @@ def full_model(request) -> tuple[str, SEDModel]:
 
 
 def tiny_model(arch: str, **wrapper_kwargs) -> SEDModel:
-    kwargs = {**PRETRAINED[arch].wrapper_defaults, **TINY_WRAPPER, **wrapper_kwargs}
+    kwargs = {**ARCH_SPECS[arch].wrapper_defaults, **TINY_WRAPPER, **wrapper_kwargs}
     return create_model(arch, backbone_kwargs=TINY_BACKBONE[arch], **kwargs)
 
 
@@ -117,7 +118,7 @@ def test_full_model_equivalence(full_model, audio, tmp_path):
     teacher = dict(student, **{"dense.bias": student["dense.bias"] + 1.0})  # a different teacher, cheaply
     path = tmp_path / f"{arch}_stage2.ckpt"
     torch.save(released_checkpoint(student, teacher), path)
-    from models.checkpoints import load_sed_checkpoint
+    from models.loading import load_sed_checkpoint
 
     load_sed_checkpoint(model, path, mode="student")
     path.unlink()
@@ -327,7 +328,7 @@ def test_bad_wrapper_config_is_an_error():
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry():
-    assert ARCHS == ("atst_frame", "fpasst", "beats") and set(PRETRAINED) == set(ARCHS)
+    assert ARCHS == ("atst_frame", "fpasst", "beats") and set(ARCH_SPECS) == set(ARCHS)
     with pytest.raises(ValueError, match="arch"):
         create_model("passt")
     t4_wrapper = {"name": "Task4CRNNEmbeddingsWrapper", "dropout": 0.5, "model_init_id": "atst_stage1",
@@ -345,7 +346,7 @@ def test_registry():
 def test_frontend_frames_metadata(arch):
     cnn_mel, frontend = create_frontends(arch)
     wav = torch.zeros(1, 160_000)
-    assert frontend(wav).shape[-1] == PRETRAINED[arch].frontend_frames_10s
+    assert frontend(wav).shape[-1] == ARCH_SPECS[arch].frontend_frames_10s
     assert cnn_mel(wav).shape == (1, 1, 128, 626)
 
 

@@ -76,7 +76,7 @@ def test_stage1_then_stage2(arch, demo_tiny, tmp_path):
 
 def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
     from helpers.training.stages import STAGE1, STAGE2
-    from helpers.training.system import build_sed_model
+    from models.factory import build_model as build_sed_model
 
     config = tiny_config(1, "atst_frame", *demo_tiny, tmp_path)
     model = build_sed_model(config)
@@ -101,7 +101,8 @@ def test_stage1_optimizer_groups_train_the_crnn_only(demo_tiny, tmp_path):
 
 def _system_and_batch(stage: int, arch: str = "atst_frame"):
     from bench.train import bench_config, synthetic_batch
-    from helpers.training.system import SEDSystem, build_sed_model
+    from helpers.training.system import SEDSystem
+    from models.factory import build_model as build_sed_model
     from helpers.training.train import T4DataModule
 
     config = bench_config(arch, stage, "tiny")

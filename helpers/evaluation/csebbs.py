@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sebbs import csebbs as sebbs_csebbs
 from sebbs.change_detection import change_detection
 from sebbs.csebbs import CSEBBsPredictor
 from sed_scores_eval import intersection_based
@@ -637,7 +638,6 @@ def library_tune(
     box at all and ``select_best_psds`` crashes. This builds the same candidates, in the same order, with
     their classes, and hands them to sebbs' ``select_best_psds``. Returns ``(predictor, best_values)``.
     """
-    from sebbs import csebbs as sebbs_csebbs
 
     gt, dur = events_only(ground_truth, durations)
     keys = [ONSET, OFFSET, *classes]

@@ -83,7 +83,7 @@ def sort_events(events: Sequence[Event]) -> list[Event]:
 
 def default_csebbs_predictor(classes: Sequence[str]):
     """sebbs' ``CSEBBsPredictor`` with its default parameters (step filter 0.5 s, merge abs 1.0, rel 2.0)."""
-    from sebbs.csebbs import CSEBBsPredictor
+    from sebbs.csebbs import CSEBBsPredictor  # lazy: sebbs loads only for cSEBBs post-processing
 
     return CSEBBsPredictor(sound_classes=list(classes))
 
@@ -94,7 +94,7 @@ def load_csebbs_predictor(path: str | os.PathLike, classes: Sequence[str]):
     Per-class parameters (dicts) may cover only some classes (the reference tunes the 10 DESED classes):
     the other classes get sebbs' default value, with a warning naming them.
     """
-    from sebbs.csebbs import CSEBBsPredictor
+    from sebbs.csebbs import CSEBBsPredictor  # lazy: sebbs loads only for cSEBBs post-processing
 
     path = Path(path)
     try:
@@ -130,9 +130,9 @@ def csebbs_events(
     predictor=None,
 ) -> list[Event]:
     """cSEBBs boxes of ``probabilities`` [T, C] whose confidence > ``threshold`` (default predictor if None)."""
-    import pandas as pd
+    import pandas as pd  # lazy: as sebbs, for cSEBBs only
 
-    from helpers.evaluation import csebbs
+    from helpers.evaluation import csebbs  # lazy: as sebbs, for cSEBBs only
 
     probabilities = np.asarray(probabilities, dtype=np.float64)
     T, C = probabilities.shape

@@ -140,10 +140,10 @@ def _missing(paths, name: str, notices: list[str]) -> bool:
 
 
 def _plot_psd_roc(path: Path, curves: dict, title: str) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import and only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib above
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, (tpr, efpr, value) in curves.items():
@@ -159,10 +159,10 @@ def _plot_psd_roc(path: Path, curves: dict, title: str) -> None:
 
 
 def _plot_per_class(path: Path, per_class: dict, title: str) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import and only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib above
 
     labels = list(next(iter(per_class.values())).keys())
     x = np.arange(len(labels))
@@ -179,7 +179,7 @@ def _plot_per_class(path: Path, per_class: dict, title: str) -> None:
 
 
 def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib above
 
     try:
         with atomic_path(path, suffix=".png") as tmp:
@@ -188,37 +188,9 @@ def _save_figure(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def evaluate_predictions(
-    preds_dir: str | os.PathLike,
-    dataset_root: str | os.PathLike,
-    resources_dir: str | os.PathLike,
-    csebbs_cfg: CSEBBsConfig | None = None,
-    *,
-    system_name: str = DEFAULT_SYSTEM_NAME,
-    plots: bool = True,
-    echo: Callable[[str], None] | None = None,
-    num_jobs: int = 1,
-) -> dict:
-    """Evaluate the prediction files in ``preds_dir`` (``<set>.hdf5``) and write report, submission, plots.
-
-    ``echo`` receives the console lines (the reference's block, then notices); default: the logger.
-    ``num_jobs`` is passed to sed_scores_eval for the plain metrics. Returns the report dict.
-    """
-    started = time.perf_counter()
-    cfg = csebbs_cfg or CSEBBsConfig()
-    shown_dir = str(preds_dir)
-    preds_dir, dataset_root, resources_dir = Path(preds_dir), Path(dataset_root), Path(resources_dir)
-    echo = echo or log.info
-    notices: list[str] = []
-    lines: list[str] = []
-    report: dict = {
-        "predictions": str(preds_dir), "dataset_root": str(dataset_root),
-        "csebbs_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "psds1_settings": asdict(PSDS1), "sets": {}, "timings_s": {},
-    }
-    timings = report["timings_s"]
-
-    # --- load what exists ------------------------------------------------------------------------
+def _load_sets(preds_dir: Path, dataset_root: Path, resources_dir: Path,
+               notices: list[str]) -> tuple[dict[str, _Set], tuple | None]:
+    """(The evaluated sets whose predictions and labels exist, the private-eval predictions or None)."""
     sets: dict[str, _Set] = {}
     for name in (MAESTRO_SET, *DESED_EVAL_SETS):
         labels, durations = _label_paths(name, dataset_root, resources_dir)
@@ -235,109 +207,155 @@ def evaluate_predictions(
             if absent:
                 raise KeyError(f"{preds_dir / (name + '.hdf5')} lacks {len(absent)} annotated clips, e.g. {absent[:3]}")
             sets[name] = _Set(name, *loaded, ground_truth=gt, durations=dur)
-    private = _load_predictions(preds_dir, PRIVATE_SET, notices)
+    return sets, _load_predictions(preds_dir, PRIVATE_SET, notices)
 
-    # --- cSEBBs tuning on devtest --------------------------------------------------------------
-    predictor = None
-    if TUNING_SET in sets:
-        t0 = time.perf_counter()
-        dev = sets[TUNING_SET]
-        dev_scores = scores_from_probabilities(dev.filenames, dev.probabilities[:, :, : len(DESED_CLASSES)],
-                                               DESED_CLASSES)
-        dev.extra["scores"] = dev_scores
-        kwargs = dict(classes=list(DESED_CLASSES), grid=cfg.grid(), settings=PSDS1, num_jobs=cfg.num_jobs)
-        if cfg.cross_validation_folds >= 2:
-            cv = csebbs.cross_validation(dev_scores, dev.ground_truth, dev.durations,
-                                         num_folds=cfg.cross_validation_folds, seed=cfg.fold_seed, **kwargs)
-            tuned = cv.full
-            report["csebbs_cross_validated"] = {
-                "devtest_psds1_csebbs_cross_validated": cv.psds1, "folds": cfg.cross_validation_folds,
-                "seed": cfg.fold_seed,
-                "note": "tuned on k-1 folds of devtest, applied to the held-out fold (honest estimate)",
-            }
-        else:
-            tuned = csebbs.tune(dev_scores, dev.ground_truth, dev.durations, **kwargs)
-        predictor = tuned.predictor
-        report["csebbs_parameters"] = {
-            "step_filter_length": predictor.step_filter_length,
-            "merge_threshold_abs": {k: (None if np.isinf(v) else v) for k, v in predictor.merge_threshold_abs.items()},
-            "merge_threshold_rel": {k: (None if np.isinf(v) else v) for k, v in predictor.merge_threshold_rel.items()},
-            "tuning_best_single_class_psds1": tuned.best_values,
-            "note": "tuned on devtest and reported on devtest (optimistic, as the reference)",
-        }
-        timings["csebbs_tuning"] = time.perf_counter() - t0
-    else:
+
+def _tune_csebbs(sets: Mapping[str, _Set], cfg: CSEBBsConfig, report: dict, notices: list[str]):
+    """The cSEBBs predictor tuned on devtest (None without devtest); its parameters go into ``report``."""
+    if TUNING_SET not in sets:
         notices.append("cSEBBs: skipped (devtest predictions or labels missing: nothing to tune on)")
+        return None
+    t0 = time.perf_counter()
+    dev = sets[TUNING_SET]
+    dev_scores = scores_from_probabilities(dev.filenames, dev.probabilities[:, :, : len(DESED_CLASSES)],
+                                           DESED_CLASSES)
+    dev.extra["scores"] = dev_scores
+    kwargs = dict(classes=list(DESED_CLASSES), grid=cfg.grid(), settings=PSDS1, num_jobs=cfg.num_jobs)
+    if cfg.cross_validation_folds >= 2:
+        cv = csebbs.cross_validation(dev_scores, dev.ground_truth, dev.durations,
+                                     num_folds=cfg.cross_validation_folds, seed=cfg.fold_seed, **kwargs)
+        tuned = cv.full
+        report["csebbs_cross_validated"] = {
+            "devtest_psds1_csebbs_cross_validated": cv.psds1, "folds": cfg.cross_validation_folds,
+            "seed": cfg.fold_seed,
+            "note": "tuned on k-1 folds of devtest, applied to the held-out fold (honest estimate)",
+        }
+    else:
+        tuned = csebbs.tune(dev_scores, dev.ground_truth, dev.durations, **kwargs)
+    predictor = tuned.predictor
+    report["csebbs_parameters"] = {
+        "step_filter_length": predictor.step_filter_length,
+        "merge_threshold_abs": {k: (None if np.isinf(v) else v) for k, v in predictor.merge_threshold_abs.items()},
+        "merge_threshold_rel": {k: (None if np.isinf(v) else v) for k, v in predictor.merge_threshold_rel.items()},
+        "tuning_best_single_class_psds1": tuned.best_values,
+        "note": "tuned on devtest and reported on devtest (optimistic, as the reference)",
+    }
+    report["timings_s"]["csebbs_tuning"] = time.perf_counter() - t0
+    return predictor
 
-    def csebbs_tables(s_filenames, s_probs):
-        return csebbs.apply_to_predictions(predictor, s_filenames, s_probs)
 
-    # --- MAESTRO ---------------------------------------------------------------------------------
-    curves: dict = {}
-    per_class_plot: dict = {}
+def _evaluate_maestro(m: _Set, predictor, lines: list[str], num_jobs: int) -> dict:
+    """MAESTRO dev: chunks overlap-added into recordings, segment mpAUC (raw and after cSEBBs)."""
+    eval_cols = [CLASSES.index(c) for c in EVAL_CLASSES]
+    raw = recording_scores_from_probabilities(m.filenames, m.probabilities[:, :, eval_cols], m.durations,
+                                              EVAL_CLASSES)
+    raw_auc = mpauc(raw, m.ground_truth, m.durations, num_jobs=num_jobs)
+    entry = {"mpauc": raw_auc["mean"], "mpauc_per_class": raw_auc, "chunks": len(m.filenames),
+             "recordings": len(m.ground_truth), "chunk_hop_s": infer_chunk_hop(m.filenames)}
+    lines.append(f"{MAESTRO_SET} mpAUC: {raw_auc['mean']}")
+    if predictor is not None:
+        tables = csebbs.apply_to_predictions(predictor, m.filenames, m.probabilities)
+        processed = recording_scores_from_tables(tables, m.durations, EVAL_CLASSES)
+        entry["mpauc_csebbs"] = mpauc(processed, m.ground_truth, m.durations, num_jobs=num_jobs)["mean"]
+        lines.append(f"{MAESTRO_SET} mpAUC_csebbs (should be the same): {entry['mpauc_csebbs']}")
+    return entry
+
+
+def _evaluate_desed(s: _Set, predictor, lines: list[str], num_jobs: int) -> tuple[dict, dict, dict]:
+    """A DESED set: (report entry, PSD-ROC curves, per-class PSDS1) raw and after cSEBBs."""
+    scores = s.extra.get("scores") or scores_from_probabilities(
+        s.filenames, s.probabilities[:, :, : len(DESED_CLASSES)], DESED_CLASSES)
+    metrics, raw_psds = desed_metrics_and_psds1(scores, s.ground_truth, s.durations, num_jobs=num_jobs)
+    entry = {"clips_with_events": len(s.ground_truth), "raw": metrics}
+    lines.append(f"{s.name} psds1: {metrics['psds1']}")
+    curves = {"raw": (raw_psds.roc[0], raw_psds.roc[1], raw_psds.value)}
+    per_class = {"raw": raw_psds.per_class}
+    if predictor is not None:
+        tables = csebbs.apply_to_predictions(predictor, s.filenames, s.probabilities)
+        processed = select_classes(tables, DESED_CLASSES, s.ground_truth.keys())
+        entry["csebbs"], csebbs_psds = desed_metrics_and_psds1(processed, s.ground_truth, s.durations,
+                                                               num_jobs=num_jobs, include_segment=False)
+        lines.append(f"{s.name} psds1_csebbs: {entry['csebbs']['psds1']}")
+        curves["cSEBBs"] = (csebbs_psds.roc[0], csebbs_psds.roc[1], csebbs_psds.value)
+        per_class["cSEBBs"] = csebbs_psds.per_class
+    return entry, curves, per_class
+
+
+def _write_submission(private: tuple, predictor, preds_dir: Path, system_name: str) -> dict:
+    """The private-eval submission folders (unprocessed, and cSEBBs when tuned)."""
+    filenames, probabilities = private
+    write_submission_folder(scores_from_probabilities(filenames, probabilities, CLASSES),
+                            preds_dir / f"{system_name}_unprocessed.output")
+    if predictor is not None:
+        write_submission_folder(csebbs.apply_to_predictions(predictor, filenames, probabilities),
+                                preds_dir / f"{system_name}.output")
+    return {"clips": len(filenames), "submission": str(preds_dir / f"{system_name}.output")}
+
+
+def _write_plots(preds_dir: Path, curves: Mapping, per_class: Mapping) -> list[str]:
+    paths = []
+    for name, set_curves in curves.items():
+        roc_path = preds_dir / PLOTS_DIR / f"{name}_psd_roc.png"
+        per_class_path = preds_dir / PLOTS_DIR / f"{name}_per_class_psds1.png"
+        _plot_psd_roc(roc_path, set_curves, f"{name}: PSD-ROC (PSDS1)")
+        _plot_per_class(per_class_path, per_class[name], f"{name}: single-class PSDS1")
+        paths += [str(roc_path), str(per_class_path)]
+    return paths
+
+
+def evaluate_predictions(
+    preds_dir: str | os.PathLike,
+    dataset_root: str | os.PathLike,
+    resources_dir: str | os.PathLike,
+    csebbs_cfg: CSEBBsConfig | None = None,
+    *,
+    system_name: str = DEFAULT_SYSTEM_NAME,
+    plots: bool = True,
+    echo: Callable[[str], None] | None = None,
+    num_jobs: int = 1,
+) -> dict:
+    """Evaluate the prediction files in ``preds_dir`` (``<set>.hdf5``) and write report, submission, plots.
+
+    Stages: load the sets that exist → tune cSEBBs on devtest → MAESTRO mpAUC → DESED PSDS → private-eval
+    submission → plots and ``eval_report.json``. ``echo`` receives the console lines (the reference's block, then
+    notices); default: the logger. ``num_jobs`` is passed to sed_scores_eval for the plain metrics.
+    Returns the report dict.
+    """
+    started = time.perf_counter()
+    cfg = csebbs_cfg or CSEBBsConfig()
+    shown_dir = str(preds_dir)
+    preds_dir, dataset_root, resources_dir = Path(preds_dir), Path(dataset_root), Path(resources_dir)
+    echo = echo or log.info
+    notices: list[str] = []
+    lines: list[str] = []
+    report: dict = {
+        "predictions": str(preds_dir), "dataset_root": str(dataset_root),
+        "csebbs_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "psds1_settings": asdict(PSDS1), "sets": {}, "timings_s": {},
+    }
+    timings = report["timings_s"]
+
+    sets, private = _load_sets(preds_dir, dataset_root, resources_dir, notices)
+    predictor = _tune_csebbs(sets, cfg, report, notices)
     if MAESTRO_SET in sets:
         t0 = time.perf_counter()
-        m = sets[MAESTRO_SET]
-        eval_cols = [CLASSES.index(c) for c in EVAL_CLASSES]
-        raw = recording_scores_from_probabilities(m.filenames, m.probabilities[:, :, eval_cols], m.durations,
-                                                  EVAL_CLASSES)
-        raw_auc = mpauc(raw, m.ground_truth, m.durations, num_jobs=num_jobs)
-        entry = {"mpauc": raw_auc["mean"], "mpauc_per_class": raw_auc, "chunks": len(m.filenames),
-                 "recordings": len(m.ground_truth), "chunk_hop_s": infer_chunk_hop(m.filenames)}
-        lines.append(f"{MAESTRO_SET} mpAUC: {raw_auc['mean']}")
-        if predictor is not None:
-            tables = csebbs_tables(m.filenames, m.probabilities)
-            processed = recording_scores_from_tables(tables, m.durations, EVAL_CLASSES)
-            entry["mpauc_csebbs"] = mpauc(processed, m.ground_truth, m.durations, num_jobs=num_jobs)["mean"]
-            lines.append(f"{MAESTRO_SET} mpAUC_csebbs (should be the same): {entry['mpauc_csebbs']}")
-        report["sets"][MAESTRO_SET] = entry
+        report["sets"][MAESTRO_SET] = _evaluate_maestro(sets[MAESTRO_SET], predictor, lines, num_jobs)
         timings[MAESTRO_SET] = time.perf_counter() - t0
-
-    # --- DESED sets ------------------------------------------------------------------------------
+    curves: dict = {}
+    per_class_plot: dict = {}
     for name in DESED_EVAL_SETS:
-        if name not in sets:
-            continue
-        t0 = time.perf_counter()
-        s = sets[name]
-        scores = s.extra.get("scores") or scores_from_probabilities(
-            s.filenames, s.probabilities[:, :, : len(DESED_CLASSES)], DESED_CLASSES)
-        metrics, raw_psds = desed_metrics_and_psds1(scores, s.ground_truth, s.durations, num_jobs=num_jobs)
-        entry = {"clips_with_events": len(s.ground_truth), "raw": metrics}
-        lines.append(f"{name} psds1: {metrics['psds1']}")
-        curves[name] = {"raw": (raw_psds.roc[0], raw_psds.roc[1], raw_psds.value)}
-        per_class_plot[name] = {"raw": raw_psds.per_class}
-        if predictor is not None:
-            tables = csebbs_tables(s.filenames, s.probabilities)
-            processed = select_classes(tables, DESED_CLASSES, s.ground_truth.keys())
-            entry["csebbs"], csebbs_psds = desed_metrics_and_psds1(processed, s.ground_truth, s.durations,
-                                                                   num_jobs=num_jobs, include_segment=False)
-            lines.append(f"{name} psds1_csebbs: {entry['csebbs']['psds1']}")
-            curves[name]["cSEBBs"] = (csebbs_psds.roc[0], csebbs_psds.roc[1], csebbs_psds.value)
-            per_class_plot[name]["cSEBBs"] = csebbs_psds.per_class
-        report["sets"][name] = entry
-        timings[name] = time.perf_counter() - t0
-
-    # --- private eval submission -----------------------------------------------------------------
+        if name in sets:
+            t0 = time.perf_counter()
+            report["sets"][name], curves[name], per_class_plot[name] = _evaluate_desed(sets[name], predictor, lines,
+                                                                                         num_jobs)
+            timings[name] = time.perf_counter() - t0
     if private is not None:
         t0 = time.perf_counter()
-        filenames, probabilities = private
         lines.append(f"Storing predictions to {shown_dir}.")
-        write_submission_folder(scores_from_probabilities(filenames, probabilities, CLASSES),
-                                preds_dir / f"{system_name}_unprocessed.output")
-        if predictor is not None:
-            write_submission_folder(csebbs_tables(filenames, probabilities), preds_dir / f"{system_name}.output")
-        report["sets"][PRIVATE_SET] = {"clips": len(filenames), "submission": str(preds_dir / f"{system_name}.output")}
+        report["sets"][PRIVATE_SET] = _write_submission(private, predictor, preds_dir, system_name)
         timings[PRIVATE_SET] = time.perf_counter() - t0
 
-    # --- plots, report -----------------------------------------------------------------------------
-    report["plots"] = []
-    if plots:
-        for name, set_curves in curves.items():
-            roc_path = preds_dir / PLOTS_DIR / f"{name}_psd_roc.png"
-            per_class_path = preds_dir / PLOTS_DIR / f"{name}_per_class_psds1.png"
-            _plot_psd_roc(roc_path, set_curves, f"{name}: PSD-ROC (PSDS1)")
-            _plot_per_class(per_class_path, per_class_plot[name], f"{name}: single-class PSDS1")
-            report["plots"] += [str(roc_path), str(per_class_path)]
+    report["plots"] = _write_plots(preds_dir, curves, per_class_plot) if plots else []
     timings["total"] = time.perf_counter() - started
     report["console"] = lines
     report["notices"] = notices
@@ -357,7 +375,7 @@ def log_to_active_wandb(plots: Sequence[str | os.PathLike], metrics: Mapping[str
     anything was logged.
     """
     try:
-        import wandb
+        import wandb  # lazy: only when a wandb run is active
     except ImportError:
         return False
     except Exception as error:  # a broken installation must not break the evaluation

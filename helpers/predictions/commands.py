@@ -15,6 +15,7 @@ audio folder is missing are skipped with a notice instead of crashing; existing 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -30,30 +31,31 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import configs
+from data_util.datasets import build_prediction_set
 from data_util.layout import PREDICTION_SETS, SETS
 from data_util.prediction_files import (
     PREDICTION_SUFFIX,
     PredictionCommandError,
-    available_names,
+    file_attributes,
     find_prediction_folder,
     write_predictions,
 )
-
+from helpers.predictions.ensemble import ensemble_files
+from models.compile import compile_in_place
+from models.loading import CheckpointNotFoundError, load_sed_model, resolve_checkpoint
+from models.registry import arch_names
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRETRAINED_NAME = "atst_stage2"  # the reference's default of store_predictions / eval_predictions
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt")
 TEACHER_SUFFIX = "_t"  # the reference appends it to the output folder of teacher predictions
 MODES = ("student", "teacher")
 MIN_ENSEMBLE_MEMBERS = 2
-# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 autocast on a GPU (front-ends and
-# output heads stay float32 inside the model either way).
+# ``predict_precision`` values of store_predictions: float32 everywhere, or bfloat16 / float16 autocast on a GPU
+# (front-ends and output heads stay float32 inside the model either way).
 FLOAT32_PRECISIONS = ("32", "32-true", "fp32")
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
+FP16_PRECISIONS = ("16", "16-mixed", "fp16")
 DEFAULT_PRECISION = "32"
-# The released checkpoints' wrapper settings; a stage checkpoint stored with others gets a warning.
-WRAPPER_SETTINGS_CHECKED = ("no_wrapper", "embed_pool", "interpolation_mode")
 
 Echo = Callable[[str], None]
 
@@ -64,85 +66,16 @@ Echo = Callable[[str], None]
 def pretrained_name(config: Mapping) -> str:
     """The model (or prediction folder) a command works on: ``pretrained_name``, else
     ``t4_wrapper.model_init_id`` (the reference README names it that way for ATST), else ``atst_stage2``."""
-    name = config.get("pretrained_name") or config.get("t4_wrapper", {}).get("model_init_id")
-    return str(name) if name else DEFAULT_PRETRAINED_NAME
+    name = config["pretrained_name"] or config["t4_wrapper"]["model_init_id"]
+    return str(name) if name else configs.DEFAULT_MODEL
 
 
 def resolve_checkpoint_file(name_or_path: str | os.PathLike, models: Path) -> Path:
-    """A checkpoint given as a path, or as a name in ``models`` with or without ``.ckpt`` / ``.pt``."""
+    """A checkpoint given as a path, or as a name in ``models`` (``models.loading.resolve_checkpoint``)."""
     try:
-        return configs.resolve_resource(name_or_path, models, suffixes=CHECKPOINT_SUFFIXES)
-    except FileNotFoundError:
-        available = available_names(models, lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-        raise PredictionCommandError(
-            f"checkpoint {str(name_or_path)!r} not found: it is neither a file nor a name in {models} "
-            f"(available there: {available}). Set pretrained_name=<name or path> (and model_path=<folder>), "
-            "or download the released checkpoints with `python download_resources.py stage2`."
-        ) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# The model
-# --------------------------------------------------------------------------------------------------
-class WaveformModel(nn.Module):
-    """SED model with its two front-ends: waveforms [B, 160000] at 16 kHz → strong logits [B, 156, 27]."""
-
-    def __init__(self, model: nn.Module, cnn_frontend: nn.Module, transformer_frontend: nn.Module):
-        super().__init__()
-        self.model = model
-        self.cnn_frontend = cnn_frontend
-        self.transformer_frontend = transformer_frontend
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        # The front-ends disable autocast themselves (float32 features, as in training).
-        cnn_features, transformer_features = self.cnn_frontend(audio), self.transformer_frontend(audio)
-        return self.model(cnn_features, transformer_features, return_strong_logits=True)  # (B, 156, 27)
-
-
-def build_model_from_config(config: Mapping) -> WaveformModel:
-    """The randomly initialised SED model and front-ends of ``config`` (``arch``, ``<arch>``, ``t4_wrapper``,
-    ``mel``, ``scaler``, ``passt_mel``), built exactly as the training code builds them."""
-    from helpers.training.system import build_frontends, build_sed_model  # lazy: pulls in Lightning
-
-    configs.require_arch(config.get("arch"))
-    cnn_frontend, transformer_frontend = build_frontends(config)
-    return WaveformModel(build_sed_model(config), cnn_frontend, transformer_frontend)
-
-
-def _warn_unusual_wrapper(config: Mapping, checkpoint: Path) -> None:
-    """Warn when a released stage checkpoint is run with other wrapper settings than it was trained with
-    (e.g. ``embed_pool``: they load without error but change the outputs)."""
-    from models.registry import PRETRAINED
-
-    info = PRETRAINED[config["arch"]]
-    if checkpoint.stem not in info.stage_checkpoints:
-        return
-    wrapper = config.get("t4_wrapper", {})
-    different = {k: (wrapper.get(k), v) for k, v in info.wrapper_defaults.items()
-                 if k in WRAPPER_SETTINGS_CHECKED and wrapper.get(k) != v}
-    if different:
-        log.warning("%s was trained with %s; the config has %s", checkpoint.name,
-                    ", ".join(f"t4_wrapper.{k}={v[1]}" for k, v in different.items()),
-                    ", ".join(f"t4_wrapper.{k}={v[0]}" for k, v in different.items()))
-
-
-def load_model(config: Mapping, checkpoint: Path, mode: str) -> WaveformModel:
-    """Build the model of ``config`` and load the ``mode`` weights of ``checkpoint`` strictly (one read)."""
-    from models.checkpoints import CheckpointError, load_sed_checkpoint
-
-    model = build_model_from_config(config)
-    _warn_unusual_wrapper(config, checkpoint)
-    try:
-        load_sed_checkpoint(model.model, checkpoint, mode=mode)
-    except CheckpointError as e:
-        wrapper = config.get("t4_wrapper", {})
-        raise CheckpointError(
-            f"{e}\nThe model is built from the config: arch={config['arch']}, "
-            f"t4_wrapper.no_wrapper={wrapper.get('no_wrapper')}, {config['arch']}.* sizes "
-            f"{ {k: v for k, v in config.get(config['arch'], {}).items() if k != 'pretrained_name'} }. "
-            "Pass the settings the checkpoint was trained with (BEATs: t4_wrapper.no_wrapper=1)."
-        ) from e
-    return model.eval()
+        return resolve_checkpoint(name_or_path, models)
+    except CheckpointNotFoundError as e:
+        raise PredictionCommandError(f"{e} Set pretrained_name=<name or path> (and model_path=<folder>).") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,14 +85,13 @@ def _autocast(device: torch.device, precision: str):
     precision = str(precision)
     if precision in FLOAT32_PRECISIONS:
         return nullcontext()
-    if precision not in BF16_PRECISIONS:
-        raise PredictionCommandError(
-            f"precision={precision!r} is not supported; use one of {FLOAT32_PRECISIONS + BF16_PRECISIONS}"
-        )
+    if precision not in BF16_PRECISIONS + FP16_PRECISIONS:
+        raise PredictionCommandError(f"precision={precision!r} is not supported; use one of "
+                                     f"{FLOAT32_PRECISIONS + BF16_PRECISIONS + FP16_PRECISIONS}")
     if device.type != "cuda":
         log.warning("precision=%s needs a GPU; predicting in float32 on the %s", precision, device.type)
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision in BF16_PRECISIONS else torch.float16)
 
 
 @torch.inference_mode()
@@ -187,7 +119,7 @@ def _prediction_set_folder(name: str, dataset_root: Path) -> Path:
 def store_sets(config: Mapping) -> tuple[str, ...]:
     """The sets ``store_predictions`` writes: ``store_sets`` (a subset of ``layout.PREDICTION_SETS``, in that
     order) or, with None, all of them."""
-    chosen = config.get("store_sets")
+    chosen = config["store_sets"]
     if chosen is None:
         return PREDICTION_SETS
     if isinstance(chosen, str) or not all(isinstance(n, str) for n in chosen):
@@ -200,6 +132,32 @@ def store_sets(config: Mapping) -> tuple[str, ...]:
     return tuple(n for n in PREDICTION_SETS if n in chosen)
 
 
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint file: recorded in its prediction files (the same path may hold new weights later)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _refuse_other_checkpoint(paths: list[Path], attributes: Mapping[str, str]) -> None:
+    """``PredictionCommandError`` when existing prediction files (kept without ``overwrite``) were written from
+    another checkpoint file or mode than ``attributes`` describes."""
+    others = []
+    for path in paths:
+        recorded = file_attributes(path)
+        if "checkpoint_sha256" in recorded:
+            same = recorded["checkpoint_sha256"] == attributes["checkpoint_sha256"]
+        else:  # written before digests were recorded: compare the file names
+            same = Path(recorded.get("checkpoint", "")) == Path(attributes["checkpoint"])
+        if not same or recorded.get("mode", attributes["mode"]) != attributes["mode"]:
+            others.append(f"{path.name} (from {recorded.get('checkpoint', 'an unrecorded checkpoint')}, "
+                          f"{recorded.get('mode', '?')})")
+    if others:
+        raise PredictionCommandError(
+            f"{paths[0].parent} holds predictions of another checkpoint: {', '.join(others)}; this run stores "
+            f"{attributes['checkpoint']} ({attributes['mode']}). Choose another out_name, or overwrite=True to "
+            "replace them.")
+
+
 def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     """Write ``<output_path>/<name>[_t]/<set>.hdf5`` for every set of ``layout.PREDICTION_SETS`` (or of the
     ``store_sets`` key: e.g. only the evaluation sets, when the model's predictions are not needed as
@@ -208,27 +166,31 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     ``name``: ``out_name`` if set, else the checkpoint's name (``pretrained_name`` → ``t4_wrapper.model_init_id``
     → ``atst_stage2``; a path gives its file stem); ``_t`` is appended for ``mode=teacher``. Existing files are
     kept unless ``overwrite=True``; sets without an audio folder are skipped. The checkpoint is loaded once, on
-    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards.
+    the first set that needs it. Returns ``{set: file}`` of the files that exist afterwards. Existing files written
+    from another checkpoint (the files record its SHA-256) or mode are an error unless ``overwrite=True``.
     """
-    arch = configs.require_arch(config.get("arch"))
-    mode = config.get("mode", "student")
+    arch = configs.require_arch(config["arch"], arch_names())
+    configs.refuse_url(pretrained_name(config), "pretrained_name")
+    mode = config["mode"]
     if mode not in MODES:
         raise PredictionCommandError(f"mode={mode!r} must be one of {MODES}")
     checkpoint = resolve_checkpoint_file(pretrained_name(config), configs.model_dir(config))
-    folder_name = str(config.get("out_name") or checkpoint.stem) + (TEACHER_SUFFIX if mode == "teacher" else "")
+    folder_name = str(config["out_name"] or checkpoint.stem) + (TEACHER_SUFFIX if mode == "teacher" else "")
     out_dir = configs.output_dir(config) / folder_name
-    dataset_root = configs.resolve_dataset_path(config.get("base_path"))
-    overwrite = bool(config.get("overwrite", False))
-    loader_kwargs = dict(batch_size=int(config.get("batch_size", 128)),
-                         num_workers=int(config.get("test", {}).get("num_workers", 0)),
-                         precision=str(config.get("predict_precision", DEFAULT_PRECISION)))
+    dataset_root = configs.resolve_dataset_path(config["base_path"])
+    overwrite = bool(config["overwrite"])
+    loader_kwargs = dict(batch_size=int(config["batch_size"]),
+                         num_workers=int(config["test"]["num_workers"]),
+                         precision=str(config["predict_precision"]))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    attributes = {"checkpoint": str(checkpoint), "arch": arch, "mode": mode}
+    attributes = {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint), "arch": arch,
+                  "mode": mode}
     description = f"checkpoint={checkpoint}; arch={arch}; mode={mode}"
 
-    from data_util.datasets import build_prediction_set
 
     sets = store_sets(config)
+    if not overwrite:
+        _refuse_other_checkpoint([p for n in sets if (p := out_dir / f"{n}{PREDICTION_SUFFIX}").is_file()], attributes)
     folders = {name: _prediction_set_folder(name, dataset_root) for name in sets}
     shared_folders = {f for f in folders.values() if list(folders.values()).count(f) > 1}  # weak_train / weak_val
     computed: dict[Path, tuple[list[str], np.ndarray]] = {}  # predictions of shared folders, computed once
@@ -249,7 +211,9 @@ def store_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
                 echo(f"{name}: skipped (no audio files in {audio_folder})")
                 continue
             if model is None:
-                model = load_model(config, checkpoint, mode).to(device)
+                model = load_sed_model(checkpoint, mode=mode, config=config).to(device)
+                if config["compile"]:
+                    compile_in_place(model.model, f"the {arch} SED model")
                 echo(f"Storing {mode} predictions of {checkpoint} ({arch}, {device}) to {out_dir}.")
             predictions = predict_logits(model, dataset, device=device, desc=name, **loader_kwargs)
             if audio_folder in shared_folders:
@@ -277,15 +241,14 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
     All new files are written into a temporary folder first and moved into place only when every set succeeded.
     Returns ``{set: file}`` of the ensemble's files.
     """
-    from helpers.predictions.ensemble import ensemble_files
 
-    names = [str(n) for n in (config.get("pretrained_names") or ())]
+    names = [str(n) for n in (config["pretrained_names"] or ())]
     if len(names) < MIN_ENSEMBLE_MEMBERS:
         raise PredictionCommandError(
             f"pretrained_names needs at least {MIN_ENSEMBLE_MEMBERS} prediction folders, got {names!r}; "
             "e.g. pretrained_names='(\"atst_stage2\", \"passt_stage2\", \"beats_stage2\")'"
         )
-    weights = config.get("ensemble_weights")
+    weights = config["ensemble_weights"]
     weight_errors = configs.ensemble_weight_errors(weights, names)
     if weight_errors:
         raise PredictionCommandError("; ".join(weight_errors))
@@ -297,11 +260,11 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
         description = "ensemble mean of logits: " + ", ".join(names)
     root = configs.preds_dir(config)
     members = [find_prediction_folder(name, root, "prediction folder") for name in names]
-    out_name = str(config.get("out_name") or "_".join(Path(n).name for n in names))
+    out_name = str(config["out_name"] or "_".join(Path(n).name for n in names))
     out_dir = root / out_name
     if out_dir.resolve() in members:
         raise PredictionCommandError(f"out_name={out_name!r} would overwrite the ensemble member {out_dir}")
-    overwrite = bool(config.get("overwrite", False))
+    overwrite = bool(config["overwrite"])
 
     plan: dict[str, list[Path]] = {}
     incomplete, absent = [], []
@@ -335,12 +298,13 @@ def ensemble_predictions(config: Mapping, echo: Echo = print) -> dict[str, str]:
             todo[name] = files
     if not todo:
         return result
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, files in todo.items():
             ensemble_files(files, staging / f"{name}{PREDICTION_SUFFIX}", weights=weights, model=description)
         what = "mean" if weights is None else "weighted mean"
+        out_dir.mkdir(exist_ok=True)  # only now: a failed ensemble leaves no (empty) output folder behind
         for name in todo:
             os.replace(staging / f"{name}{PREDICTION_SUFFIX}", out_dir / f"{name}{PREDICTION_SUFFIX}")
             echo(f"{name}: {what} of {len(members)} models -> {out_dir / (name + PREDICTION_SUFFIX)}")
@@ -379,20 +343,35 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
     here) the plots and the returned numbers are logged to it under ``eval/``. Returns
     ``{"<set>/<metric>": value}``.
     """
-    from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions, log_to_active_wandb
+    from helpers.evaluation.report import (  # lazy: evaluation loads sebbs, sed_scores_eval and matplotlib
+        DESED_EVAL_SETS,
+        MAESTRO_SET,
+        PRIVATE_SET,
+        CSEBBsConfig,
+        evaluate_predictions,
+        log_to_active_wandb,
+    )
 
     folder = find_prediction_folder(pretrained_name(config), configs.preds_dir(config), "prediction folder")
+    evaluated = [f"{name}{PREDICTION_SUFFIX}" for name in (MAESTRO_SET, *DESED_EVAL_SETS, PRIVATE_SET)]
+    if not any((folder / name).is_file() for name in evaluated):
+        raise PredictionCommandError(
+            f"no prediction files to evaluate in {folder}: expected at least one of {', '.join(evaluated)}; write "
+            "them with store_predictions (or ensemble_predictions), or name another folder with pretrained_name")
     csebbs_cfg = CSEBBsConfig(
-        classwise=bool(config.get("classwise", True)),
+        classwise=bool(config["classwise"]),
         step_filter_lengths=tuple(config["step_filter_lengths"]),
         merge_thresholds_rel=tuple(config["merge_thresholds_rel"]),
         merge_thresholds_abs=tuple(config["merge_thresholds_abs"]),
-        cross_validation_folds=int(config.get("cross_validation_folds") or 0),
-        num_jobs=config.get("num_jobs"),
+        cross_validation_folds=int(config["cross_validation_folds"]),
+        num_jobs=config["num_jobs"],
     )
     resources = configs.resources_dir(config)
-    report = evaluate_predictions(folder, configs.resolve_dataset_path(config.get("base_path")), resources,
+    report = evaluate_predictions(folder, configs.resolve_dataset_path(config["base_path"]), resources,
                                   csebbs_cfg, echo=echo)
+    if not report.get("sets"):
+        raise PredictionCommandError(f"nothing was evaluated in {folder}: every set was skipped (see the lines "
+                                     "above: labels or durations missing?); check the data with check_data")
     metrics = report_metrics(report)
     log_to_active_wandb(report.get("plots", []), metrics)
     return metrics
@@ -400,6 +379,6 @@ def eval_predictions(config: Mapping, echo: Echo = print) -> dict[str, float]:
 
 __all__ = [
     "store_predictions", "ensemble_predictions", "eval_predictions",
-    "build_model_from_config", "load_model", "predict_logits", "resolve_checkpoint_file", "pretrained_name",
-    "WaveformModel", "PredictionCommandError", "store_sets", "report_metrics",
+    "predict_logits", "resolve_checkpoint_file", "pretrained_name", "PredictionCommandError", "store_sets",
+    "report_metrics",
 ]

@@ -36,20 +36,9 @@ TRANSFORMER_FRAME_HOP_S = 160 / SAMPLE_RATE  # ATST, fPaSST and BEATs front-ends
 TRANSFORMER_FRAMES_PER_LABEL = LABEL_FRAME_HOP_S / TRANSFORMER_FRAME_HOP_S  # 6.4
 
 # --- FilterAugment in the log domain ------------------------------------------------------------
-# How much a feature value changes for a +1 dB amplitude gain, per front-end (pass it as
-# `units_per_db`). A g dB amplitude gain multiplies power by 10^(g/10), i.e. adds g dB or
-# g*ln(10)/10 natural-log units, which the front-end's normalisation then scales.
-_NATURAL_LOG_PER_DB = math.log(10.0) / 10.0
-FEATURE_UNITS_PER_DB: dict[str, float] = {
-    # CNN-branch mel in dB (20*log10 amplitude), BEFORE the instance min-max scaler.
-    "cnn_db": 1.0,
-    # ATST: 10*log10(power) dB, then min-max (-79.6482, 50.6842) -> [-1, 1].
-    "atst_frame": 2.0 / (50.6842 + 79.6482),
-    # fPaSST: ln(power), then (x + 4.5) / 5.
-    "fpasst": _NATURAL_LOG_PER_DB / 5.0,
-    # BEATs: ln(power) Kaldi fbank, then (x - 15.41663) / (2 * 6.55582).
-    "beats": _NATURAL_LOG_PER_DB / (2.0 * 6.55582),
-}
+# How much a feature value changes for a +1 dB amplitude gain is a fact of each front-end: the CNN branch's mel is in
+# dB before its scaler (1 unit per dB); each transformer's value is ``models.registry.ARCH_SPECS[arch].
+# feature_units_per_db``. Pass it as ``units_per_db``.
 
 HARDEN_THRESHOLD = 0.5  # labels above become 1, the rest 0
 MIXSTYLE_EPS = 1e-6  # added to the variance before the square root
@@ -245,7 +234,7 @@ def filter_augment(
     the features unchanged (returned as is).
 
     ``log_domain=True`` (log-mel, dB, normalised log features): ADDS ``gain_db * units_per_db``
-    (see FEATURE_UNITS_PER_DB; a float or a per-sample [B] tensor). ``log_domain=False``
+    (``ArchSpec.feature_units_per_db``; a float or a per-sample [B] tensor). ``log_domain=False``
     (linear magnitudes): multiplies by 10^(gain_db / 20), as the reference did for every input.
     The reference also multiplied log-domain transformer features by linear gains (a bug: a
     contrast change, not a filter); here that is the ``log_domain=True`` path.

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
@@ -39,19 +39,25 @@ def build_optimizer(groups: Iterable[dict], *, adamw: bool, weight_decay: float,
     return torch.optim.Adam(groups, betas=betas)
 
 
-def warmup_cosine_factor(step: int, num_warmup_steps: int, num_training_steps: int) -> float:
-    """LR multiplier: linear warm-up, then cosine decay to 0 at ``num_training_steps``."""
+def _warmup(step: int, num_warmup_steps: int, start: float) -> float:
+    """Linear warm-up multiplier from ``start`` (0: from zero) to 1 over ``num_warmup_steps``."""
+    return start + (1.0 - start) * step / max(1, num_warmup_steps)
+
+
+def warmup_cosine_factor(step: int, num_warmup_steps: int, num_training_steps: int, start: float = 0.0) -> float:
+    """LR multiplier: linear warm-up (from ``start``), then cosine decay to 0 at ``num_training_steps``."""
     if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
+        return _warmup(step, num_warmup_steps, start)
     progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * COSINE_CYCLES * 2.0 * progress)))
 
 
 def warmup_linear_factor(step: int, num_warmup_steps: int, num_training_steps: int, lr_init: float,
-                         lr_end: float) -> float:
-    """LR multiplier: linear warm-up, then linear decay from ``lr_init`` to ``lr_end``, constant after."""
+                         lr_end: float, start: float = 0.0) -> float:
+    """LR multiplier: linear warm-up (from ``start``), then linear decay from ``lr_init`` to ``lr_end``, constant
+    after."""
     if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
+        return _warmup(step, num_warmup_steps, start)
     if lr_init <= 0:
         return 0.0
     if step > num_training_steps:
@@ -68,8 +74,12 @@ def build_scheduler(
     num_warmup_steps: int = 0,
     gamma: float = 0.999996,
     lr_end: float = 1e-7,
+    warmup_start: Sequence[float] | None = None,
 ) -> LRScheduler:
-    """The per-step LR scheduler of ``optimizer.schedule_mode`` (see the module docstring)."""
+    """The per-step LR scheduler of ``optimizer.schedule_mode`` (see the module docstring).
+
+    ``warmup_start``: per parameter group, the multiplier the warm-up starts from (default 0; the AudioSet-strong
+    experiment's ``optimizer.initial_lr`` / ``lr`` ratio)."""
     if schedule_mode not in SCHEDULE_MODES:
         raise ValueError(f"optimizer.schedule_mode={schedule_mode!r} is unknown; expected one of {SCHEDULE_MODES}")
     if num_training_steps <= 0 or not math.isfinite(num_training_steps):
@@ -77,13 +87,19 @@ def build_scheduler(
             f"the LR schedule needs a finite number of optimizer steps, got {num_training_steps}; "
             "set trainer.max_epochs or trainer.max_steps"
         )
+    starts = [0.0] * len(optimizer.param_groups) if warmup_start is None else [float(s) for s in warmup_start]
+    if len(starts) != len(optimizer.param_groups):
+        raise ValueError(f"warmup_start has {len(starts)} values for {len(optimizer.param_groups)} parameter groups")
     if schedule_mode == "exp":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     if schedule_mode in ("cos", "cosine"):
-        return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, num_warmup_steps, num_training_steps))
+        return LambdaLR(optimizer, [
+            (lambda step, start=start: warmup_cosine_factor(step, num_warmup_steps, num_training_steps, start))
+            for start in starts])
     factors = [
-        (lambda step, lr=group["lr"]: warmup_linear_factor(step, num_warmup_steps, num_training_steps, lr, lr_end))
-        for group in optimizer.param_groups
+        (lambda step, lr=group["lr"], start=start: warmup_linear_factor(step, num_warmup_steps, num_training_steps,
+                                                                         lr, lr_end, start))
+        for group, start in zip(optimizer.param_groups, starts)
     ]
     return LambdaLR(optimizer, factors)
 

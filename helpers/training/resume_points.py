@@ -25,8 +25,26 @@ import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 log = logging.getLogger(__name__)
+
+
+def rng_state() -> dict:
+    """Torch's CPU (and CUDA) RNG states, stored in every checkpoint so a resumed run continues the same stream."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict | None) -> None:
+    """Undo :func:`rng_state` (CUDA states only when the device count matches)."""
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RunInterrupted(KeyboardInterrupt):

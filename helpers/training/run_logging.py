@@ -22,6 +22,9 @@ from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from configs import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +51,14 @@ def wandb_mode(offline_requested: bool) -> str:
 
 def make_loggers(config: Mapping, run_dir: Path, run_info: Mapping, *, csv_version: str = "") -> list:
     """CSV logger (always; ``run_dir/<csv_version>/metrics.csv``) and wandb logger (unless disabled)."""
-    from pytorch_lightning.loggers import CSVLogger
-
     loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version=csv_version)]
-    wandb_cfg = dict(config.get("wandb", {}))
-    mode = wandb_mode(bool(wandb_cfg.get("offline", False)))
+    wandb_cfg = dict(config["wandb"])
+    mode = wandb_mode(bool(wandb_cfg["offline"]))
     if mode == "disabled":
         return loggers
     try:
-        from pytorch_lightning.loggers import WandbLogger
-
-        logger = WandbLogger(name=wandb_cfg.get("name"), project=wandb_cfg.get("project", "dcase24_task4"),
-                             tags=list(wandb_cfg.get("tags") or []), save_dir=str(run_dir),
+        logger = WandbLogger(name=wandb_cfg["name"], project=wandb_cfg["project"],
+                             tags=list(wandb_cfg["tags"] or []), save_dir=str(run_dir),
                              offline=mode == "offline", mode=mode)
         logger.log_hyperparams({"config": dict(config), "run_info": dict(run_info)})
         loggers.append(logger)
@@ -74,9 +73,12 @@ def finish_loggers(loggers) -> None:
         try:
             logger.finalize("success")
             if type(logger).__name__ == "WandbLogger":
-                import wandb
+                import wandb  # lazy: optional (a missing wandb is a warning)
 
                 wandb.finish()
+                # finish() returns once the run is closed, but the service may still hold part of the
+                # off-line transaction log in its buffers; teardown waits until everything is written
+                wandb.teardown()
         except Exception as error:  # noqa: BLE001
             log.warning("closing logger %s failed: %s", type(logger).__name__, error)
 
@@ -93,8 +95,6 @@ def git_commit(repo: Path) -> str | None:
 
 def run_metadata(stage: int) -> dict[str, Any]:
     """Git commit, command line and versions, stored with the run and in every checkpoint."""
-    from configs import REPO_ROOT
-
     return {"stage": stage, "git_commit": git_commit(REPO_ROOT), "command_line": " ".join(sys.argv),
             "torch": str(torch.__version__), "lightning": str(pl.__version__)}
 
@@ -102,21 +102,22 @@ def run_metadata(stage: int) -> dict[str, Any]:
 class EnergyCallback(pl.Callback):
     """CodeCarbon energy of training and testing (CSV files in ``output_dir``), logged in kWh; never fatal."""
 
-    def __init__(self, output_dir: Path, stage: int):
+    def __init__(self, output_dir: Path, stage: int | str, project_name: str | None = None):
         self.output_dir = Path(output_dir)
         self.stage = stage
+        self.project_name = project_name or f"DCASE Task 4 Stage {stage}"
         self._trackers: dict[str, Any] = {}
 
     def _start(self, phase: str, trainer: pl.Trainer) -> None:
         if trainer.global_rank != 0:
             return
         try:
-            from codecarbon import OfflineEmissionsTracker
+            from codecarbon import OfflineEmissionsTracker  # lazy: optional (a missing codecarbon is a warning)
 
             self.output_dir.mkdir(parents=True, exist_ok=True)
             gpu_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             tracker = OfflineEmissionsTracker(
-                project_name=f"DCASE Task 4 Stage {self.stage}{', Test' if phase == 'test' else ''}",
+                project_name=f"{self.project_name}{', Test' if phase == 'test' else ''}",
                 output_dir=str(self.output_dir), output_file=f"emissions_stage{self.stage}_{phase}.csv",
                 country_iso_code=CODECARBON_COUNTRY, log_level="error", gpu_ids=gpu_ids, save_to_file=True)
             tracker.start()
@@ -154,9 +155,17 @@ class EnergyCallback(pl.Callback):
 
 
 def count_macs(pl_module) -> tuple[float, int] | None:
-    """(MACs, parameters) of the student (front-ends included) for one 10 s clip with THOP, or None."""
+    """(MACs, parameters) of the student (front-ends included) for one 10 s clip with THOP, or None.
+
+    A system with an ``inference_copy()`` method (waveform -> outputs, a CPU copy) is measured through it."""
     try:
-        import thop
+        import thop  # lazy: optional (a missing thop is a warning)
+
+        if hasattr(pl_module, "inference_copy"):
+            module = pl_module.inference_copy().eval()
+            with torch.no_grad():
+                macs, _ = thop.profile(module, inputs=(torch.zeros(1, CLIP_SAMPLES_10S),), verbose=False)
+            return float(macs), int(sum(p.numel() for p in module.parameters()))
 
         class _Inference(torch.nn.Module):
             def __init__(self, system):

@@ -32,7 +32,11 @@ from torch import Tensor, nn
 
 from helpers.training import augment
 from helpers.training.losses import (
-    ICT_SSL_DIVISOR, ICT_SUM_DIVISOR, STAGE1_TOTAL_SCALE, STAGE2_MT_WEAK_DIVISOR, STAGE2_STRONG_DIVISOR,
+    ICT_SSL_DIVISOR,
+    ICT_SUM_DIVISOR,
+    STAGE1_TOTAL_SCALE,
+    STAGE2_MT_WEAK_DIVISOR,
+    STAGE2_STRONG_DIVISOR,
     STAGE2_WEAK_DIVISOR,
 )
 from models.param_groups import param_groups
@@ -65,14 +69,14 @@ class StageStrategy:
 
     def param_groups(self, model: nn.Module, optimizer_cfg: Mapping) -> list[dict]:
         """Optimizer groups (and ``requires_grad``) for this stage, from the ``optimizer`` config block."""
-        weight_decay = float(optimizer_cfg.get("weight_decay", 0.0))
+        weight_decay = float(optimizer_cfg["weight_decay"])
         if self.stage == 1:
             crnn_lr = float(optimizer_cfg["crnn_lr"])
             return param_groups(model, cnn_lr=crnn_lr, rnn_lr=crnn_lr, weight_decay=weight_decay, stage=1)
         return param_groups(
             model, cnn_lr=float(optimizer_cfg["cnn_lr"]), rnn_lr=float(optimizer_cfg["rnn_lr"]),
-            pt_lr=float(optimizer_cfg["pt_lr"]), pt_lr_scale=float(optimizer_cfg.get("pt_lr_scale", 1.0)),
-            pt_trainable_layers=optimizer_cfg.get("pt_trainable_layers", "all"), weight_decay=weight_decay, stage=2,
+            pt_lr=float(optimizer_cfg["pt_lr"]), pt_lr_scale=float(optimizer_cfg["pt_lr_scale"]),
+            pt_trainable_layers=optimizer_cfg["pt_trainable_layers"], weight_decay=weight_decay, stage=2,
         )
 
     def set_train_modes(self, student: nn.Module, teacher: nn.Module, transformer_frontend: nn.Module) -> None:
@@ -154,38 +158,59 @@ class AugmentedBatch:
     mixups: dict[str, tuple[slice, augment.MixResult]] = field(default_factory=dict)
 
 
+def step_features(batch: Mapping, rows: Mapping[str, slice], cnn: Tensor, transformer: Tensor,
+                  loss_cfg: Mapping) -> StepFeatures:
+    """The features and targets of a training batch, ready for :func:`augment_batch` (clones: the batch stays as it
+    was). MAESTRO labels and pseudo-labels are hardened with the ``loss.harden_*_p`` probabilities."""
+    labels = batch["strong"].float().clone()
+    labels[rows["maestro"]] = augment.harden(labels[rows["maestro"]], float(loss_cfg["harden_labels_maestro_p"]))
+    pseudo = augment.harden(batch["pseudo"].float().clone(), float(loss_cfg["harden_pseudo_labels_p"]))
+    return StepFeatures(cnn=cnn.clone(), transformer=transformer.clone(), labels=labels,
+                        weak_labels=batch["weak"][rows["weak"]].float().clone(), pseudo=pseudo,
+                        mask=batch["mask"].bool().clone())
+
+
+def masked_targets(aug: "AugmentedBatch", rows: Mapping[str, slice], *,
+                   mask_pseudo: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(valid [B, 27], strong labels, weak labels, pseudo-labels), each zero outside the valid classes of its row
+    (the mask after mixup extended it); pseudo-labels keep every class unless ``mask_pseudo``."""
+    valid = aug.mask
+    pseudo = aug.pseudo * valid[:, :, None] if mask_pseudo else aug.pseudo
+    return valid, aug.labels * valid[:, :, None], aug.weak_labels * valid[rows["weak"]], pseudo
+
+
 def _mixup_groups(mix_cfg: Mapping) -> list[tuple[str, tuple[str, ...]]]:
     """(group name, sub-batches) mixed within, as the reference: weak; strong rows jointly or separately; unlabeled."""
     groups = []
-    if mix_cfg.get("mixup_weak", True):
+    if mix_cfg["mixup_weak"]:
         groups.append(("weak", ("weak",)))
-    joint = mix_cfg.get("mixup_desed_maestro", True) and mix_cfg.get("mixup_desed_strong", True) \
-        and mix_cfg.get("mixup_maestro", True)
+    joint = mix_cfg["mixup_desed_maestro"] and mix_cfg["mixup_desed_strong"] \
+        and mix_cfg["mixup_maestro"]
     if joint:
         groups.append(("strong", STRONG_GROUP))
     else:
-        if mix_cfg.get("mixup_desed_strong", True):
+        if mix_cfg["mixup_desed_strong"]:
             groups.append(("desed_strong", DESED_STRONG_GROUP))
-        if mix_cfg.get("mixup_maestro", True):
+        if mix_cfg["mixup_maestro"]:
             groups.append(("maestro", ("maestro",)))
-    if mix_cfg.get("mixup_unlabeled", True):
+    if mix_cfg["mixup_unlabeled"]:
         groups.append(("unlabeled", ("unlabeled",)))
     return groups
 
 
 def _mixstyle_groups(mix_cfg: Mapping) -> list[tuple[str, ...]]:
     groups = []
-    if mix_cfg.get("mixstyle_weak", True):
+    if mix_cfg["mixstyle_weak"]:
         groups.append(("weak",))
-    if mix_cfg.get("mixstyle_desed_maestro", True) and mix_cfg.get("mixstyle_desed_strong", True) \
-            and mix_cfg.get("mixstyle_maestro", True):
+    if mix_cfg["mixstyle_desed_maestro"] and mix_cfg["mixstyle_desed_strong"] \
+            and mix_cfg["mixstyle_maestro"]:
         groups.append(STRONG_GROUP)
     else:
-        if mix_cfg.get("mixstyle_desed_strong", True):
+        if mix_cfg["mixstyle_desed_strong"]:
             groups.append(DESED_STRONG_GROUP)
-        if mix_cfg.get("mixstyle_maestro", True):
+        if mix_cfg["mixstyle_maestro"]:
             groups.append(("maestro",))
-    if mix_cfg.get("mixstyle_unlabeled", True):
+    if mix_cfg["mixstyle_unlabeled"]:
         groups.append(("unlabeled",))
     return groups
 
@@ -200,7 +225,7 @@ def _apply_mixup(x: StepFeatures, slices: Mapping[str, slice], mix_cfg: Mapping)
         labels = x.weak_labels if name == "weak" else x.labels[rows]
         mask = x.mask[rows] if name == "strong" else None
         result = augment.mixup([x.cnn[rows], x.transformer[rows]], [labels, x.pseudo[rows]], mask,
-                               alpha=MIXUP_ALPHA, max_coef=bool(mix_cfg.get("mixup_max_coef", True)))
+                               alpha=MIXUP_ALPHA, max_coef=bool(mix_cfg["mixup_max_coef"]))
         x.cnn[rows], x.transformer[rows] = result.features
         if name == "weak":
             x.weak_labels = result.targets[0]
@@ -214,7 +239,7 @@ def _apply_mixup(x: StepFeatures, slices: Mapping[str, slice], mix_cfg: Mapping)
 
 
 def _apply_mixstyle(x: StepFeatures, slices: Mapping[str, slice], mix_cfg: Mapping) -> None:
-    alpha = float(mix_cfg.get("mixstyle_alpha", 0.3))
+    alpha = float(mix_cfg["mixstyle_alpha"])
     for members in _mixstyle_groups(mix_cfg):
         rows = group_slice(slices, members)
         if rows.stop - rows.start < 2:
@@ -234,20 +259,20 @@ def _time_mask_rows(slices: Mapping[str, slice], target: str, batch_size: int) -
 
 
 def _apply_time_mask(x: StepFeatures, slices: Mapping[str, slice], ta_cfg: Mapping) -> None:
-    rows = _time_mask_rows(slices, ta_cfg.get("mask_target", "desed_strong"), x.cnn.shape[0])
+    rows = _time_mask_rows(slices, ta_cfg["mask_target"], x.cnn.shape[0])
     if rows.stop <= rows.start:
         return
     # fill 0: silence in the linear CNN mel (the floor after dB and min-max scaling), 0 in the normalised
     # transformer features, as the reference
     result = augment.time_mask([x.cnn[rows], x.transformer[rows]], [x.labels[rows], x.pseudo[rows]],
-                               min_ratio=float(ta_cfg.get("min_mask_ratio", 0.05)),
-                               max_ratio=float(ta_cfg.get("max_mask_ratio", 0.3)), fill_values=0.0)
+                               min_ratio=float(ta_cfg["min_mask_ratio"]),
+                               max_ratio=float(ta_cfg["max_mask_ratio"]), fill_values=0.0)
     x.cnn[rows], x.transformer[rows] = result.features
     x.labels[rows], x.pseudo[rows] = result.targets
 
 
 def _apply_frame_shift(x: StepFeatures, slices: Mapping[str, slice], ta_cfg: Mapping) -> None:
-    target = ta_cfg.get("shift_target", "desed")
+    target = ta_cfg["shift_target"]
     if target == "all":
         rows = slice(0, x.cnn.shape[0])
     elif target == "desed":
@@ -255,7 +280,7 @@ def _apply_frame_shift(x: StepFeatures, slices: Mapping[str, slice], ta_cfg: Map
     else:
         raise ValueError(f"time_augment.shift_target={target!r} is unknown; expected desed or all")
     result = augment.frame_shift([x.cnn[rows], x.transformer[rows]], [x.labels[rows], x.pseudo[rows]],
-                                 shift_range=float(ta_cfg.get("shift_range", 0.075)))
+                                 shift_range=float(ta_cfg["shift_range"]))
     x.cnn[rows], x.transformer[rows] = result.features
     x.labels[rows], x.pseudo[rows] = result.targets
 
@@ -281,37 +306,36 @@ def augment_batch(
     ``config`` is the experiment config (blocks ``mix_augment``, ``time_augment``, ``filter_augment`` and,
     stage 2, ``freq_warp``). One coin per augmentation per step (``should_apply``), as the reference.
     ``transformer_units_per_db``: feature change per dB for the transformer features
-    (``helpers.training.augment.FEATURE_UNITS_PER_DB[arch]``; FilterAugment adds dB gains there).
+    (``models.registry.ARCH_SPECS[arch].feature_units_per_db``; FilterAugment adds dB gains there).
     """
-    mix_cfg = config.get("mix_augment", {})
-    ta_cfg = config.get("time_augment", {})
-    fa_cfg = config.get("filter_augment", {})
-    fw_cfg = config.get("freq_warp", {}) if strategy.use_freq_warp else {}
+    mix_cfg = config["mix_augment"]
+    ta_cfg = config["time_augment"]
+    fa_cfg = config["filter_augment"]
 
-    if ta_cfg.get("apply_shift", False):
+    if ta_cfg["apply_shift"]:
         _apply_frame_shift(x, slices, ta_cfg)
-    if not strategy.mixup_before_time_mask and ta_cfg.get("apply_mask", False):
+    if not strategy.mixup_before_time_mask and ta_cfg["apply_mask"]:
         _apply_time_mask(x, slices, ta_cfg)
     teacher_cnn, teacher_transformer = (x.cnn.clone(), x.transformer.clone()) if strategy.teacher_sees_unmixed \
         else (None, None)
 
     mixups = {}
-    if mix_cfg.get("apply_mixup", True) and augment.should_apply(float(mix_cfg.get("mixup_p", 0.5))):
+    if mix_cfg["apply_mixup"] and augment.should_apply(float(mix_cfg["mixup_p"])):
         mixups = _apply_mixup(x, slices, mix_cfg)
-    if mix_cfg.get("apply_mixstyle", True) and augment.should_apply(float(mix_cfg.get("mixstyle_p", 0.5))):
+    if mix_cfg["apply_mixstyle"] and augment.should_apply(float(mix_cfg["mixstyle_p"])):
         _apply_mixstyle(x, slices, mix_cfg)
-    if strategy.mixup_before_time_mask and ta_cfg.get("apply_mask", False):
+    if strategy.mixup_before_time_mask and ta_cfg["apply_mask"]:
         _apply_time_mask(x, slices, ta_cfg)
-    if fw_cfg.get("apply", False) and augment.should_apply(float(fw_cfg.get("p", 0.5))):
-        _apply_freq_warp(x, slices, bool(fw_cfg.get("include_maestro", False)))
+    if strategy.use_freq_warp and config["freq_warp"]["apply"] and augment.should_apply(float(config["freq_warp"]["p"])):
+        _apply_freq_warp(x, slices, bool(config["freq_warp"]["include_maestro"]))
 
     student_cnn, student_transformer = x.cnn, x.transformer
     filtered_cnn, filtered_transformer = x.cnn, x.transformer
-    if fa_cfg.get("apply", False) and augment.should_apply(float(fa_cfg.get("p", 0.8))):
-        filter_kwargs = dict(db_range=tuple(fa_cfg.get("filter_db_range", (-6, 6))),
-                             n_band=tuple(fa_cfg.get("filter_bands", (3, 6))),
-                             min_bw=int(fa_cfg.get("filter_minimum_bandwidth", 6)))
-        n_transform = int(fa_cfg.get("n_transform", 1))
+    if fa_cfg["apply"] and augment.should_apply(float(fa_cfg["p"])):
+        filter_kwargs = dict(db_range=tuple(fa_cfg["filter_db_range"]),
+                             n_band=tuple(fa_cfg["filter_bands"]),
+                             min_bw=int(fa_cfg["filter_minimum_bandwidth"]))
+        n_transform = int(fa_cfg["n_transform"])
         # CNN branch: the linear mel, so the reference's multiplicative gains are exact dB gains
         student_cnn, filtered_cnn = augment.filter_augment_views(x.cnn, n_transform, log_domain=False,
                                                                  **filter_kwargs)

@@ -27,21 +27,30 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import ConcatDataset, DataLoader
 
 import configs
-from data_util import layout
+from data_util.atomic import atomic_write_text
 from data_util.datasets import (
-    MAESTRO_REAL_VAL, TRAIN_SET_NAMES, WEAK_VAL, build_eval_set, build_train_sets,
+    TRAIN_SET_NAMES,
+    build_eval_set,
+    build_train_sets,
 )
+from data_util.preflight import check_run_inputs, config_value
 from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
-from helpers.evaluation.maestro import EVAL_CLASSES as MAESTRO_SCORED, parse_chunk_name, recording_ground_truth
-from helpers.training.run_logging import (
-    ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata,
-)
-from data_util.atomic import atomic_write_text
 from helpers.training.resume_points import ResumePoints
-from helpers.evaluation.scores import read_durations, read_ground_truth
-from helpers.training.system import TEST_SETS, VAL_SETS, EvalSet, SEDSystem, build_sed_model
-from models.checkpoints import load_pretrained_backbone, load_sed_checkpoint, resolve_checkpoint, safe_load
+from helpers.training.run_logging import (
+    ComplexityCallback,
+    EnergyCallback,
+    finish_loggers,
+    make_loggers,
+    run_metadata,
+)
+from helpers.training.safe_resume import SafeCheckpointIO, check_resume_checkpoint
+from helpers.training.system import SEDSystem
+from helpers.training.validation import TEST_SETS, VAL_SETS, load_eval_sets
+from models.checkpoints import load_pretrained_backbone, safe_load
+from models.factory import build_model
+from models.loading import load_sed_checkpoint, resolve_checkpoint
+from models.registry import arch_names, arch_spec, extra_arch_blocks
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +58,55 @@ MONITOR = "val/obj_metric"
 LAST_CHECKPOINT = "last"
 RESULTS_FILE = "results.json"  # the test metrics and best checkpoint of a run, next to checkpoints/
 RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
-MIN_SOFT_LABEL_CONFIDENCE = 0.5
 CPU_PRECISION = "32"
-# Backbone-only checkpoints (config key) used when <arch>.pretrained_name is None.
-SSL_CHECKPOINT_KEYS = {"atst_frame": "atst_checkpoint", "beats": "beats_checkpoint"}
+
+
+def check_config(config: Mapping, stage: int) -> None:
+    """Every key and value (``configs.validate_config``, registered architectures included) and a known ``arch``,
+    before anything is created: the same check Sacred's config hook runs, for callers outside Sacred."""
+    configs.validate_config(dict(config), stage, extra_arch_blocks())
+    configs.require_arch(config["arch"], arch_names())
 
 
 # ------------------------------------------------------------------------------------------------ paths
 def pseudo_label_dir(config: Mapping) -> Path | None:
     """Folder of the pseudo-label files, or None when the pseudo-label loss is off (weight 0) or disabled."""
-    if float(config["loss_weights"][5]) <= 0 or not config.get("training", {}).get("use_pseudo_labels", True):
+    if float(config["loss_weights"][5]) <= 0 or not config["training"]["use_pseudo_labels"]:
         return None
     return resolve_pseudo_label_dir(config)
+
+
+# ------------------------------------------------------------------------------------------------ pre-flight
+def start_checkpoints(config: Mapping) -> dict[str, str]:
+    """``{config key: name or path}`` of the checkpoint file a run initialises its model from (see
+    :func:`initialise_student`): ``t4_wrapper.model_init_id``, else the backbone file, else nothing."""
+    init_id = config["t4_wrapper"]["model_init_id"]
+    if init_id:
+        return {"t4_wrapper.model_init_id": init_id}
+    key = backbone_checkpoint_key(config)
+    return {key: config_value(config, key)} if key else {}
+
+
+def backbone_checkpoint_key(config: Mapping) -> str | None:
+    """The config key naming the backbone file: ``<arch>.pretrained_name``, else the arch's backbone-only file
+    (``atst_checkpoint`` / ``beats_checkpoint``); None when neither is set (random init)."""
+    arch = config["arch"]
+    if config[arch]["pretrained_name"]:
+        return f"{arch}.pretrained_name"
+    ssl_key = arch_spec(arch).ssl_checkpoint_key  # the reference's atst_checkpoint / beats_checkpoint
+    if ssl_key is not None and config[ssl_key]:
+        return ssl_key
+    return None
+
+
+def preflight(config: Mapping, stage: int, *, training: bool = True, ckpt_path=None):
+    """Check every input of a run before anything is built or written (``data_util.preflight``): the sets it
+    trains on (``training``) and evaluates, pseudo-labels, and the checkpoints it starts from or tests."""
+    checkpoints = start_checkpoints(config) if training else {}
+    if ckpt_path:
+        checkpoints["ckpt_path"] = ckpt_path
+    eval_sets = (set(VAL_SETS) | set(TEST_SETS)) if training else set(TEST_SETS)
+    return check_run_inputs(config, stage, eval_sets=eval_sets, training=training, checkpoints=checkpoints)
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -74,22 +120,21 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
     (``atst_checkpoint`` / ``beats_checkpoint``) if one is set; both None = random init (demo, tests).
     """
     arch = config["arch"]
-    student = build_sed_model(config)
-    wrapper = config.get("t4_wrapper", {})
-    init_id = wrapper.get("model_init_id")
+    student = build_model(config)
+    wrapper = config["t4_wrapper"]
+    init_id = wrapper["model_init_id"]
     if init_id:
-        path = resolve_checkpoint(init_id, config.get("model_path"))
-        load_sed_checkpoint(student, path, mode="student")
-        teacher = build_sed_model(config)
-        load_sed_checkpoint(teacher, path, mode=wrapper.get("model_init_mode", "student"))
+        path = resolve_checkpoint(init_id, configs.model_dir(config))
+        load_sed_checkpoint(student, path, mode="student", config=config)
+        teacher = build_model(config)
+        load_sed_checkpoint(teacher, path, mode=wrapper["model_init_mode"])
         return student, teacher
     if stage == 2:
         log.warning("stage 2 without t4_wrapper.model_init_id: starting from the backbone weights, not from stage 1")
-    name = config.get(arch, {}).get("pretrained_name")
-    if name is None and arch in SSL_CHECKPOINT_KEYS:
-        name = config.get(SSL_CHECKPOINT_KEYS[arch])
+    key = backbone_checkpoint_key(config)
+    name = config_value(config, key) if key else None
     if name:
-        info = load_pretrained_backbone(student, resolve_checkpoint(name, config.get("model_path")), arch)
+        info = load_pretrained_backbone(student, resolve_checkpoint(name, configs.model_dir(config)), arch)
         log.info("backbone initialised from %s (%s)", name, info.source_format)
     else:
         log.warning("%s: no pretrained weights configured: the transformer starts from random weights", arch)
@@ -97,7 +142,7 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _loader_kwargs(num_workers: int, seed: int = 0) -> dict:
+def loader_kwargs(num_workers: int, seed: int = 0) -> dict:
     """DataLoader options. Each loader draws its workers' base seed from its own generator, not from torch's
     global RNG, so creating a loader (every epoch, after a resume, for validation) never shifts the
     augmentation draws of the training steps."""
@@ -105,61 +150,20 @@ def _loader_kwargs(num_workers: int, seed: int = 0) -> dict:
             "generator": torch.Generator().manual_seed(seed)}
 
 
-class T4DataModule(pl.LightningDataModule):
-    """Training batches from the multi-set sampler; validation and test sets as single concatenated loaders.
+class SamplerStateDataModule(pl.LightningDataModule):
+    """A data module whose resumable batch sampler (``self.sampler``: ``state_dict`` / ``load_state_dict`` /
+    ``set_epoch``) is part of the checkpoint, so a run resumed mid-epoch continues with the same batches.
+    Subclasses create ``self.sampler`` in ``train_dataloader`` and call :meth:`_restore_pending_state` after."""
 
-    The sampler shards by the trainer's rank (Lightning's distributed sampler must be off:
-    ``use_distributed_sampler=False``); its position is part of the checkpoint (``state_dict``).
-    """
-
-    def __init__(self, config: Mapping, stage: int):
+    def __init__(self):
         super().__init__()
-        self.config = config
-        self.stage = stage
-        self.root, self.resources = configs.dataset_root(config), configs.resources_dir(config)
-        self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
-        self.sampler: MultiSetBatchSampler | None = None
+        self.sampler = None
         self._pending_sampler_state: dict | None = None
-        self._train_set = None
 
-    def sub_batch_slices(self) -> dict[str, slice]:
-        bounds = [0]
-        for size in self.batch_sizes:
-            bounds.append(bounds[-1] + size)
-        return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
-
-    def _eval_set(self, name: str):
-        v = self.config.get("validation", {})
-        return build_eval_set(name, self.root, self.resources, weak_split=v.get("weak_split", 0.9),
-                              maestro_split=v.get("maestro_split", 0.9), seed=v.get("seed", 42),
-                              skip_unreadable=bool(self.config["training"].get("skip_unreadable", False)))
-
-    def train_dataloader(self) -> DataLoader:
-        if self._train_set is None:
-            training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
-            sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
-            self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
-                sets, self.batch_sizes, seed=int(self.config["training"].get("seed", 42)),
-                rank=self.trainer.global_rank if self.trainer else 0,
-                world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
-            if self._pending_sampler_state is not None:
-                self.sampler.load_state_dict(self._pending_sampler_state)
-                self._pending_sampler_state = None
-        workers = int(self.config["training"].get("num_workers", 0))
-        return DataLoader(self._train_set, batch_sampler=self.sampler,
-                          **_loader_kwargs(workers, int(self.config["training"].get("seed", 42))))
-
-    def _concat_loader(self, names, block: str) -> DataLoader:
-        cfg = self.config.get(block, {})
-        dataset = ConcatDataset([self._eval_set(n) for n in names])
-        return DataLoader(dataset, batch_size=int(cfg.get("batch_size", 20)), shuffle=False,
-                          **_loader_kwargs(int(cfg.get("num_workers", 0))))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._concat_loader(VAL_SETS, "validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._concat_loader(TEST_SETS, "test")
+    def _restore_pending_state(self) -> None:
+        if self._pending_sampler_state is not None:
+            self.sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
 
     def state_dict(self) -> dict:
         """The sampler's position; a finished epoch (all batches or ``limit_train_batches``) is saved as the
@@ -188,6 +192,58 @@ class T4DataModule(pl.LightningDataModule):
             self._pending_sampler_state = sampler_state
 
 
+class T4DataModule(SamplerStateDataModule):
+    """Training batches from the multi-set sampler; validation and test sets as single concatenated loaders.
+
+    The sampler shards by the trainer's rank (Lightning's distributed sampler must be off:
+    ``use_distributed_sampler=False``); its position is part of the checkpoint (``state_dict``).
+    """
+
+    def __init__(self, config: Mapping, stage: int):
+        super().__init__()
+        self.config = config
+        self.stage = stage
+        self.root, self.resources = configs.dataset_root(config), configs.resources_dir(config)
+        self.batch_sizes = tuple(int(b) for b in config["training"]["batch_sizes"])
+        self._train_set = None
+
+    def sub_batch_slices(self) -> dict[str, slice]:
+        bounds = [0]
+        for size in self.batch_sizes:
+            bounds.append(bounds[-1] + size)
+        return {name: slice(a, b) for name, a, b in zip(TRAIN_SET_NAMES, bounds[:-1], bounds[1:])}
+
+    def _eval_set(self, name: str):
+        v = self.config["validation"]
+        return build_eval_set(name, self.root, self.resources, weak_split=v["weak_split"],
+                              maestro_split=v["maestro_split"], seed=v["seed"],
+                              skip_unreadable=bool(self.config["training"]["skip_unreadable"]))
+
+    def train_dataloader(self) -> DataLoader:
+        if self._train_set is None:
+            training = {k: v for k, v in self.config["training"].items() if k not in ("sample_rate", "audio_length")}
+            sets = build_train_sets(self.root, self.resources, training, pseudo_label_dir(self.config))
+            self._train_set, self.sampler = MultiSetBatchSampler.for_sets(
+                sets, self.batch_sizes, seed=int(self.config["training"]["seed"]),
+                rank=self.trainer.global_rank if self.trainer else 0,
+                world_size=self.trainer.world_size if self.trainer else 1, seeded=True)
+            self._restore_pending_state()
+        workers = int(self.config["training"]["num_workers"])
+        return DataLoader(self._train_set, batch_sampler=self.sampler,
+                          **loader_kwargs(workers, int(self.config["training"]["seed"])))
+
+    def _concat_loader(self, names, block: str) -> DataLoader:
+        cfg = self.config[block]
+        dataset = ConcatDataset([self._eval_set(n) for n in names])
+        return DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
+                          **loader_kwargs(int(cfg["num_workers"])))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._concat_loader(VAL_SETS, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._concat_loader(TEST_SETS, "test")
+
 class SamplerEpoch(pl.Callback):
     """Selects the sampler's permutations of each epoch (``set_epoch``) before its iterator is created.
 
@@ -201,46 +257,13 @@ class SamplerEpoch(pl.Callback):
             sampler.set_epoch(trainer.current_epoch)
 
 
-def load_eval_sets(config: Mapping, names) -> dict[str, EvalSet]:
-    """Ground truth and durations of the validation / test sets ``names`` (tsvs of the dataset layout)."""
-    root, resources = configs.dataset_root(config), configs.resources_dir(config)
-
-    def path(spec_path: str, spec) -> Path:
-        return layout.resolve(spec_path, root, resources, spec.labels_in_resources)
-
-    result: dict[str, EvalSet] = {}
-    for name in names:
-        if name == WEAK_VAL:
-            result[name] = EvalSet(kind="weak")
-        elif name == MAESTRO_REAL_VAL:
-            # chunks of the held-out MAESTRO train recordings, scored directly (as the reference's validation)
-            spec = layout.SETS["maestro_real_train"]
-            gt = read_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED,
-                                   min_confidence=MIN_SOFT_LABEL_CONFIDENCE, keep_empty=True)
-            durations = {}
-            for chunk in gt:
-                _, onset, offset = parse_chunk_name(chunk)
-                durations[chunk] = offset - onset
-            result[name] = EvalSet(kind="maestro_chunks", ground_truth=gt, durations=durations)
-        elif name == "maestro_real_dev":
-            spec = layout.SETS[name]
-            gt = recording_ground_truth(path(spec.labels, spec), classes=MAESTRO_SCORED)
-            result[name] = EvalSet(kind="maestro_recordings", ground_truth=gt,
-                                   durations=read_durations(path(spec.durations, spec)))
-        else:
-            spec = layout.SETS[name]
-            result[name] = EvalSet(kind="desed", ground_truth=read_ground_truth(path(spec.labels, spec)),
-                                   durations=read_durations(path(spec.durations, spec)))
-    return result
-
-
 # ------------------------------------------------------------------------------------------------ trainer
 def trainer_kwargs(config: Mapping) -> dict:
     """``trainer.*`` config keys for ``pl.Trainer``; mixed precision falls back to float32 without CUDA."""
-    kwargs = dict(config.get("trainer", {}))
-    accelerator = kwargs.get("accelerator", "auto")
+    kwargs = dict(config["trainer"])
+    accelerator = kwargs.get("accelerator", "auto")  # an open trainer key: absent means Lightning's own default
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
-    if on_cpu and str(kwargs.get("precision", CPU_PRECISION)) in ("16-mixed", "16", "16-true", "bf16-true"):
+    if on_cpu and str(kwargs["precision"]) in ("16-mixed", "16", "16-true", "bf16-true"):
         log.warning("trainer.precision=%s needs a GPU; using %s on the CPU", kwargs["precision"], CPU_PRECISION)
         kwargs["precision"] = CPU_PRECISION
     if on_cpu and kwargs.get("benchmark"):
@@ -248,23 +271,26 @@ def trainer_kwargs(config: Mapping) -> dict:
     return kwargs
 
 
-def make_run_dir(config: Mapping, resume_from: str | None) -> Path:
-    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder."""
+def make_run_dir(config: Mapping, resume_from: str | None, default_name: str | None = None) -> Path:
+    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder.
+    Named ``wandb.name``, else ``default_name``, else ``<arch>_stage``, plus time and process id."""
     if resume_from:
         checkpoint = Path(resume_from).resolve()
         if checkpoint.parent.name == "checkpoints":
             return checkpoint.parent.parent
     if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP child process
         return Path(os.environ[RUN_DIR_ENV])
-    root = Path(config.get("trainer", {}).get("default_root_dir", "./outputs"))
-    project = config.get("wandb", {}).get("project") or "dcase24_task4"
-    name = config.get("wandb", {}).get("name") or f"{config['arch']}_stage"
+    root = Path(config["trainer"]["default_root_dir"])
+    project = config["wandb"]["project"]
+    name = config["wandb"]["name"] or default_name or f"{config['arch']}_stage"
     run_dir = (root / project / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}").resolve()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
 
 
-def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) -> pl.Trainer:
+def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list,
+                   checkpoint_io: SafeCheckpointIO | None = None) -> pl.Trainer:
+    """The trainer of a run; every checkpoint it loads goes through ``safe_load`` (``checkpoint_io``)."""
     checkpoint_dir = run_dir / "checkpoints"
     callbacks = [
         ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{epoch}-{step}", monitor=MONITOR, mode="max",
@@ -274,7 +300,7 @@ def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) ->
         ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
                         enable_version_counter=False),
         SamplerEpoch(),
-        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"].get("checkpoint_every_n_steps")),
+        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"]["checkpoint_every_n_steps"]),
         EnergyCallback(run_dir / "codecarbon", stage),
         ComplexityCallback(),
     ]
@@ -284,6 +310,7 @@ def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list) ->
         # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
         # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    kwargs["plugins"] = [*(kwargs.get("plugins") or []), checkpoint_io or SafeCheckpointIO()]
     return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
 
 
@@ -309,24 +336,32 @@ def train(config: dict, stage: int) -> dict:
     ``test/student/rank_score``) plus ``best_model_path`` and ``run_dir``.
     """
     config = plain_config(config)
-    configs.require_arch(config.get("arch"))
-    resume_from = config.get("ckpt_path")
-    pl.seed_everything(int(config.get("seed", config.get("training", {}).get("seed", 42))), workers=True)
-    run_dir = make_run_dir(config, resume_from)
-    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
+    check_config(config, stage)
+    resume_from = config["ckpt_path"]
+    # Everything the run reads is checked, and its checkpoints are loaded, before the run folder exists.
+    preflight(config, stage, ckpt_path=resume_from)
+    checkpoint_io = SafeCheckpointIO()
+    if resume_from:
+        resume_from = str(resolve_checkpoint(resume_from, configs.model_dir(config)))
+        checkpoint, _ = check_resume_checkpoint(config, resume_from)
+        checkpoint_io = SafeCheckpointIO(preloaded={resume_from: checkpoint})
+    pl.seed_everything(int(config.get("seed", config["training"]["seed"])), workers=True)  # Sacred adds "seed"
     data = T4DataModule(config, stage)
     student, teacher = initialise_student(config, stage)
+    eval_sets = load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS))
+    run_dir = make_run_dir(config, resume_from)
+    run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     system = SEDSystem(config, stage, student, teacher=teacher, sub_batch_slices=data.sub_batch_slices(),
-                       eval_sets=load_eval_sets(config, set(VAL_SETS) | set(TEST_SETS)), run_info=run_info)
+                       eval_sets=eval_sets, run_info=run_info)
     # a resumed run writes its metrics next to the first part's instead of replacing them
     csv_version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}" if resume_from else ""
     loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
     try:
-        trainer = _build_trainer(config, stage, run_dir, loggers)
+        trainer = _build_trainer(config, stage, run_dir, loggers, checkpoint_io)
         with warnings.catch_warnings():
             # the data module restores the sampler's mid-epoch position itself (T4DataModule.state_dict)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
-            trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+            trainer.fit(system, datamodule=data, ckpt_path=resume_from, weights_only=True)
         fit_metrics = _float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
         last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
         best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")
@@ -339,11 +374,11 @@ def train(config: dict, stage: int) -> dict:
     finally:
         finish_loggers(loggers)
     result.update(best_model_path=str(best), run_dir=str(run_dir))
-    _write_results(run_dir, result)
+    write_results(run_dir, result)
     return result
 
 
-def _write_results(run_dir: Path, result: Mapping) -> None:
+def write_results(run_dir: Path, result: Mapping) -> None:
     """``<run_dir>/results.json``: the command's result (test metrics, best checkpoint), written by rank 0."""
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         atomic_write_text(run_dir / RESULTS_FILE, json.dumps(dict(result), indent=1, sort_keys=True) + "\n")
@@ -352,15 +387,16 @@ def _write_results(run_dir: Path, result: Mapping) -> None:
 def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     """Test the student and teacher of a stage checkpoint (ours or the released ones) on the test sets."""
     config = plain_config(config)
-    configs.require_arch(config.get("arch"))
-    path = resolve_checkpoint(ckpt_path, config.get("model_path"))
-    student, teacher = build_sed_model(config), build_sed_model(config)
-    load_sed_checkpoint(student, path, mode="student")
+    check_config(config, stage)
+    preflight(config, stage, training=False, ckpt_path=ckpt_path)
+    path = resolve_checkpoint(ckpt_path, configs.model_dir(config))
+    student, teacher = build_model(config), build_model(config)
+    load_sed_checkpoint(student, path, mode="student", config=config)
     load_sed_checkpoint(teacher, path, mode="teacher")
+    eval_sets = load_eval_sets(config, TEST_SETS)
     run_dir = make_run_dir(config, None)
     run_info = {**run_metadata(stage), "run_dir": str(run_dir), "tested_checkpoint": str(path)}
-    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=load_eval_sets(config, TEST_SETS),
-                       run_info=run_info)
+    system = SEDSystem(config, stage, student, teacher=teacher, eval_sets=eval_sets, run_info=run_info)
     data = T4DataModule(config, stage)
     loggers = make_loggers(config, run_dir, run_info)
     try:
@@ -370,9 +406,10 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     finally:
         finish_loggers(loggers)
     result.update(tested_checkpoint=str(path), run_dir=str(run_dir))
-    _write_results(run_dir, result)
+    write_results(run_dir, result)
     return result
 
 
-__all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerEpoch",
-           "load_eval_sets", "trainer_kwargs"]
+__all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerStateDataModule",
+           "SamplerEpoch", "load_eval_sets", "trainer_kwargs", "make_run_dir", "write_results", "loader_kwargs",
+           "preflight", "start_checkpoints"]
