@@ -254,12 +254,11 @@ def settings_changes(steps: dict[str, Step]) -> list[str]:
 def raw_psds1(folder: Path, data: Path, resources: Path) -> dict[str, float]:
     """``{set: PSDS1}`` on devtest and the public eval set of the prediction files in ``folder``: the sigmoid of
     the logits without post-processing, as ``eval_predictions`` reports them (its "devtest psds1" lines)."""
-    # h5py and sed_scores_eval: not at import time (the recipe process only runs and reports the commands)
-    from data_util.classes import DESED_CLASSES
-    from data_util.layout import SETS, resolve
-    from data_util.prediction_files import PredictionFile
-    from helpers.evaluation.metrics import PSDS1, events_only, psds
-    from helpers.evaluation.scores import (
+    from data_util.classes import DESED_CLASSES  # lazy: the recipe process only runs the commands until here
+    from data_util.layout import SETS, resolve  # lazy: as above
+    from data_util.prediction_files import PredictionFile  # lazy: h5py, as above
+    from helpers.evaluation.metrics import PSDS1, events_only, psds  # lazy: sed_scores_eval, as above
+    from helpers.evaluation.scores import (  # lazy: as above
         read_durations, read_ground_truth, scores_from_probabilities, select_classes, sigmoid,
     )
 

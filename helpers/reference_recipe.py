@@ -10,6 +10,8 @@ import ast
 import copy
 import shlex
 
+import configs
+
 
 STAGE1_TRAIN = [
     """python -m ex_stage1 with arch=atst_frame loss_weights="(0.5, 0.25, 0.12, 0.1, 0.1, 1.5)" trainer.max_epochs=200 optimizer.crnn_lr=0.0005 filter_augment.apply=0 mix_augment.apply_mixstyle=0 ssl_no_class_mask=1 wandb.name=s1.i2,atst""",
@@ -70,8 +72,6 @@ def apply_updates(config: dict, updates: dict) -> dict:
 
 def reference_config(stage: int, arch: str) -> dict:
     """The config the README's stage-``stage`` training command of ``arch`` resolves to."""
-    import configs
-
     return apply_updates(configs.default_config(stage), command_updates(training_command(stage, arch)))
 
 
