@@ -62,9 +62,12 @@ STAGE2_OVERRIDES = {
     "ema_factor": 0.99, "training.batch_sizes": (2, 3, 3, 1, 1), "loss_weights": (3, 6, 6, 2, 1, 0),
     **NO_VALIDATION,
 }
-# Per-arch model settings (the reference README's for BEATs: raw tokens, interpolated to the CNN frames).
+# Per-arch model settings: the reference README's for BEATs (raw tokens, interpolated to the CNN frames), plus its
+# tokens averaged over frequency. BEATs' tokens are 8 frequency patches per time step (index 8·t + f); interpolated
+# as they are, consecutive CNN frames get tokens of different frequency bands (adjacent-frame cosine 0.03 at
+# initialisation, ATST-Frame's 0.75: bench/diagnose_fusion.py), which a tiny random-initialised BEATs cannot undo.
 ARCH_SETTINGS = {"beats": {"t4_wrapper.no_wrapper": True, "t4_wrapper.embed_pool": "int",
-                           "t4_wrapper.interpolation_mode": "nearest-exact"}}
+                           "t4_wrapper.interpolation_mode": "nearest-exact", "beats.pool_frequency": True}}
 # Iteration 2, stage 1: the pseudo-label term on (the reference's iteration-2 weight, 1.5) and a lower learning
 # rate for the warm start.
 ITERATION2_OVERRIDES = {
@@ -109,7 +112,7 @@ PLUMBING_KEYS = (
 # Keys of the tiny random-initialised models (the ``demo`` named config): printed once, for every step.
 TINY_MODEL_KEYS = ("atst_checkpoint", "beats_checkpoint", "trainer.precision", "*.pretrained_name", "*.embed_dim",
                    "*.depth", "*.num_heads", "t4_wrapper.n_RNN_cell", "t4_wrapper.embedding_size",
-                   "t4_wrapper.nb_filters")
+                   "t4_wrapper.nb_filters", "beats.pool_frequency")
 
 
 class DemoStepFailed(RuntimeError):
@@ -246,8 +249,8 @@ def settings_changes(steps: dict[str, Step]) -> list[str]:
         rest = [f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in changes.items()
                 if not _matches(k, TINY_MODEL_KEYS)]
         lines.append(f"  {label}: " + "; ".join(rest))
-    first = "  every step (tiny random-initialised models, float32 on the CPU): " + "; ".join(
-        f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in sorted(tiny.items()))
+    first = ("  every step (tiny random-initialised models, float32 on the CPU; BEATs tokens averaged over "
+             "frequency): " + "; ".join(f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in sorted(tiny.items())))
     return [first, *lines]
 
 
@@ -344,7 +347,10 @@ def main(argv=None) -> dict:
         return Step(name, module, None, {
             **common, **(stage2_paths if module == "ex_stage2" else {}), "arch": arch, **ARCH_SETTINGS.get(arch, {}),
             **overrides,
-            "trainer.max_epochs": epochs, "trainer.check_val_every_n_epoch": epochs,
+            # without validation batches Lightning writes last.ckpt at the end of each epoch only when it validates
+            # every epoch (check_val_every_n_epoch=1); with them, the one validation comes after the last epoch
+            "trainer.max_epochs": epochs,
+            "trainer.check_val_every_n_epoch": 1 if overrides.get("trainer.limit_val_batches") == 0 else epochs,
             "trainer.default_root_dir": str(out / name), "wandb.name": name})
 
     def store_step(name: str, arch: str, checkpoint: str, sets=None) -> Step:
