@@ -4,8 +4,8 @@
     python -m bench.diagnose_fusion --checkpoint beats=<stage-1 best ckpt> --checkpoint atst_frame=<...> --stage 2
 
 For each arch (the demo's tiny random-initialised model, ``with demo`` plus the demo recipe's settings of that arch
-and stage, ``helpers.demo_recipe``), and as a control the same model with its transformer tokens zeroed (the
-CRNN alone), ``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the
+and stage, ``helpers.demo_recipe``), as a control the same model with its transformer tokens zeroed (the CRNN
+alone), and for BEATs also with the reference's token sequence (``8t+f``: ``beats.pool_frequency=False``), ``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the
 stage's full loss, no optimizer step; one fixed random stream per batch). Measured at the fusion layer ``cat_tf``
 (``Linear(cnn_dim + transformer_dim -> n_RNN_cell)``, see ``models/sed_model.py``):
 
@@ -25,7 +25,6 @@ benchmark (no timings).
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import logging
@@ -45,6 +44,7 @@ from torch import Tensor  # noqa: E402
 import configs  # noqa: E402
 from data_util.atomic import atomic_write_text  # noqa: E402
 from helpers import demo_recipe  # noqa: E402
+from helpers.reference_recipe import apply_updates  # noqa: E402
 from helpers.training.system import SEDSystem  # noqa: E402
 from helpers.training.train import T4DataModule, initialise_student  # noqa: E402
 
@@ -72,23 +72,18 @@ ROWS = (
 )
 
 
-def apply_updates(config: dict, updates: dict) -> dict:
-    """Set Sacred-style dotted keys (``"optimizer.crnn_lr": 5e-3``) in a nested config dict, in place."""
-    for dotted, value in updates.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for key in parents:
-            node = node[key]
-        node[leaf] = copy.deepcopy(value)
-    return config
+# Extra columns: (arch, label suffix, settings over the demo's): BEATs with the reference's token sequence (its raw
+# 8·t + f frequency-patch tokens interpolated in time, as the reference README's commands run it).
+VARIANTS = (("beats", "8t+f", {"beats.pool_frequency": False}),)
 
 
-def demo_config(arch: str, stage: int, data: Path, checkpoint: str | None) -> dict:
+def demo_config(arch: str, stage: int, data: Path, checkpoint: str | None, extra: dict | None = None) -> dict:
     """What the demo recipe's training step of ``arch`` and ``stage`` resolves to (``with demo`` + its updates)."""
     overrides = demo_recipe.STAGE1_OVERRIDES if stage == 1 else demo_recipe.STAGE2_OVERRIDES
     config = configs.demo_defaults(stage)
     updates = {"arch": arch, "seed": demo_recipe.DEMO_SEED, "base_path": str(data),
-               "resources_path": str(data / "resources"), **demo_recipe.ARCH_SETTINGS.get(arch, {}), **overrides}
+               "resources_path": str(data / "resources"), **demo_recipe.ARCH_SETTINGS.get(arch, {}), **overrides,
+               **(extra or {})}
     if checkpoint:
         updates["t4_wrapper.model_init_id"] = checkpoint
     return apply_updates(config, updates)
@@ -226,6 +221,10 @@ def main(argv=None) -> dict:
         short = "atst" if arch == "atst_frame" else arch
         columns[short] = measure(config, args.stage, batches, slices, zero_tokens=False)
         columns[f"{short} tokens=0"] = measure(config, args.stage, batches, slices, zero_tokens=True)
+        for name, suffix, extra in VARIANTS:
+            if name == arch:
+                variant = demo_config(arch, args.stage, data, checkpoints.get(arch), extra)
+                columns[f"{short} {suffix}"] = measure(variant, args.stage, batches, slices, zero_tokens=False)
     title = (f"Fusion layer (cat_tf) of the demo models, stage {args.stage}, {args.batches} demo training batches of "
              f"{sum(int(b) for b in first['training']['batch_sizes'])} clips"
              + (f", from {checkpoints}" if checkpoints else ", at initialisation (seed "
