@@ -5,7 +5,7 @@
 
 For each arch (the demo's tiny random-initialised model, ``with demo`` plus the demo recipe's settings of that arch
 and stage, ``helpers.demo_recipe``), as a control the same model with its transformer tokens zeroed (the CRNN
-alone), and for BEATs also with the reference's token sequence (``8t+f``: ``beats.pool_frequency=False``), ``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the
+alone), and for BEATs also with its tokens averaged over frequency (``pooled``: ``beats.pool_frequency=True``), ``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the
 stage's full loss, no optimizer step; one fixed random stream per batch). Measured at the fusion layer ``cat_tf``
 (``Linear(cnn_dim + transformer_dim -> n_RNN_cell)``, see ``models/sed_model.py``):
 
@@ -72,9 +72,9 @@ ROWS = (
 )
 
 
-# Extra columns: (arch, label suffix, settings over the demo's): BEATs with the reference's token sequence (its raw
-# 8·t + f frequency-patch tokens interpolated in time, as the reference README's commands run it).
-VARIANTS = (("beats", "8t+f", {"beats.pool_frequency": False}),)
+# Extra columns: (arch, label suffix, settings over the demo's): BEATs with its tokens averaged over frequency (the
+# demo, like the reference, interpolates the raw 8·t + f frequency-patch token sequence in time).
+VARIANTS = (("beats", "pooled", {"beats.pool_frequency": True}),)
 
 
 def demo_config(arch: str, stage: int, data: Path, checkpoint: str | None, extra: dict | None = None) -> dict:

@@ -113,27 +113,3 @@ def test_a_new_run_removes_only_what_the_previous_run_of_the_recipe_wrote(tmp_pa
     assert not any(path.exists() for path in ours) and all(path.exists() for path in theirs)
     assert len(said) == 1 and "4 outputs of a previous demo run" in said[0]
 
-
-def test_the_demo_beats_model_gives_each_crnn_frame_all_bands_of_its_time_step():
-    """The demo's BEATs settings (ARCH_SETTINGS): each of the 156 CRNN frames gets the mean of the 8 frequency-patch
-    tokens of the time step that covers it, not one token of a band that changes from frame to frame (the reference's
-    raw 8·t + f sequence interpolated in time: adjacent-frame cosine 0.03, bench/diagnose_fusion.py)."""
-    import torch
-
-    import configs
-    from helpers import demo_recipe
-    from helpers.reference_recipe import apply_updates
-    from models.factory import build_model
-
-    def model(settings: dict):
-        torch.manual_seed(0)
-        return build_model(apply_updates(configs.demo_defaults(1), {"arch": "beats", **settings})).eval()
-
-    demo = model(demo_recipe.ARCH_SETTINGS["beats"])
-    raw = model({**demo_recipe.ARCH_SETTINGS["beats"], "beats.pool_frequency": False})
-    spec = torch.randn(1, 1, 128, 998)  # 10 s: 62 time steps x 8 bands
-    with torch.no_grad():
-        frames = demo.align_embeddings(demo.as_model(spec), 156)
-        tokens = raw.as_model(spec).view(1, 62, 8, -1)
-    steps = ((torch.arange(156) + 0.5) * 62 / 156).long()  # nearest-exact: the time step covering each frame
-    torch.testing.assert_close(frames[0], tokens[0, steps].mean(dim=1))
