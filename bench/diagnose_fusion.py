@@ -5,8 +5,9 @@
 
 For each arch (the demo's tiny random-initialised model, ``with demo`` plus the demo recipe's settings of that arch
 and stage, ``helpers.demo_recipe``), as a control the same model with its transformer tokens zeroed (the CRNN
-alone), and for BEATs also with its tokens averaged over frequency (``pooled``: ``beats.pool_frequency=True``), ``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the
-stage's full loss, no optimizer step; one fixed random stream per batch). Measured at the fusion layer ``cat_tf``
+alone), and for BEATs also with its tokens averaged over frequency (``pooled``: ``beats.pool_frequency=True``),
+``SEDSystem.training_step`` runs on the same demo training batches (forward and backward of the stage's full loss,
+no optimizer step; one fixed random stream per batch). Measured at the fusion layer ``cat_tf``
 (``Linear(cnn_dim + transformer_dim -> n_RNN_cell)``, see ``models/sed_model.py``):
 
 - ``in rms``: root mean square of its two inputs, the CNN frames and the aligned transformer frames (before dropout);
