@@ -73,7 +73,7 @@ ITERATION2_OVERRIDES = {
     **STAGE1_OVERRIDES, "optimizer.crnn_lr": 2e-3, "loss_weights": (0.5, 1.0, 1.0, 0.5, 0.1, 1.5),
 }
 # Iteration 2's models are only evaluated (the recipe ends there): their training-set predictions are not needed.
-EVAL_SETS = ("synth_val", "devtest", "eval_public", "maestro_real_dev", "eval_private")  # synth_val: the weights
+EVAL_SETS = ("devtest", "eval_public", "maestro_real_dev", "eval_private")
 # The metrics of the model table: (label, key in a run's results.json).
 TABLE_ROWS = (
     ("devtest PSDS1", "test/student/devtest/psds1"),
@@ -98,8 +98,6 @@ RECIPE_CHANGES = (
     "no validation pass during training (trainer.limit_val_batches=0): a few epochs validate once, after the last "
     "one, so the best checkpoint is the last; the test sets still run",
     "two models (ATST-Frame, BEATs) instead of three (the tiny random-initialised fPaSST learns no DESED events)",
-    "ensembles weighted by each member's raw PSDS1 on the synthetic validation set (ensemble_weights; reference: "
-    "the plain mean): the tiny models differ far more than the trained ones",
 )
 # Keys left out of the printed comparison with the reference recipe: where files go, how a run is logged, which
 # checkpoint a step starts from (the demo's own), how the CPU runs it: they do not change what is learned.
@@ -306,15 +304,6 @@ def mechanics(models: dict[str, dict], ensembles: dict[str, dict], members: dict
     return lines
 
 
-def validation_weights(scores: dict[str, float]) -> tuple[float, ...]:
-    """``ensemble_weights`` of the members (in the order of ``scores``: member -> its PSDS1 on the synthetic
-    validation set, never a test set): proportional to that score, equal when every score is 0."""
-    total = sum(scores.values())
-    if total <= 0:
-        return tuple(1.0 for _ in scores)
-    return tuple(round(score / total, 4) for score in scores.values())
-
-
 def clear_previous_run(out: Path, predictions: Path, step_names, prediction_names, echo) -> None:
     """Start the recipe afresh: remove what a previous run of it wrote (its steps' folders and logs under ``out``,
     its prediction folders), nothing else."""
@@ -369,16 +358,8 @@ def main(argv=None) -> dict:
             "overwrite": True, **({"store_sets": sets} if sets else {})})
 
     def ensemble_step(name: str, members: list[str]) -> Step:
-        # weighted by the members' PSDS1 on the synthetic validation set: a tiny model that learned little would
-        # otherwise pull the plain mean below the better member
-        scores = {member: raw_psds1(predictions / member, data, data / "resources", ("synth_val",))["synth_val"]
-                  for member in members}
-        weights = validation_weights(scores)
-        recipe.echo(f"{name}: ensemble_weights={weights} from synth_val PSDS1 "
-                    + ", ".join(f"{member} {score:.3f}" for member, score in scores.items()))
         return Step(name, "ex_stage2", "ensemble_predictions", {
-            **common, **stage2_paths, "pretrained_names": tuple(members), "out_name": name, "overwrite": True,
-            "ensemble_weights": weights})
+            **common, **stage2_paths, "pretrained_names": tuple(members), "out_name": name, "overwrite": True})
 
     epochs = {arch: tuple(args.max_epochs) if args.max_epochs else DEMO_EPOCHS.get(arch, (2, 1, 1))
               for arch in args.archs}
