@@ -13,7 +13,7 @@ TORCH_VERSION := $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 TORCH_INDEX ?=
 UV_VERSION := 0.13.9
 
-.PHONY: venv venv-rebuild env-check lock demo demo-data demo-audioset test test-fast bench clean-demo
+.PHONY: venv venv-rebuild env-check lock demo demo-data demo-audioset demo-downstream hear-validate test test-fast bench clean-demo
 
 venv: $(STAMP)
 
@@ -44,10 +44,26 @@ lock:
 	.venv-lock/bin/uv pip compile requirements.in --python-platform x86_64-manylinux_2_28 --python-version 3.11 \
 		-o $(LOCK)
 
+HEAR_DEMO_TASK := demo_data/hear/demo_office_events-demo-full
+
 # --reuse: a complete demo tree of this preset and seed (its demo_manifest.json says which) is kept as it is; an
 # incomplete or different one is regenerated; a folder that is not a demo tree is never deleted.
 demo-data: venv
 	$(PY) -m data_util.demo --out demo_data --preset small --workers 2 --reuse
+	$(PY) -m data_util.demo_hear --out $(HEAR_DEMO_TASK) --overwrite
+
+# Downstream fine-tuning on the demo HEAR task (a small synthetic event task in the HEAR 2021 layout): full
+# fine-tuning of a tiny ATST-Frame, then a linear probe of a tiny BEATs; each prints its onset-F1 / error-rate table.
+demo-downstream: venv
+	test -f $(HEAR_DEMO_TASK)/task_metadata.json || $(PY) -m data_util.demo_hear --out $(HEAR_DEMO_TASK)
+	OMP_NUM_THREADS=1 $(PY) -m ex_downstream with demo arch=atst_frame trainer.max_epochs=40 trainer.check_val_every_n_epoch=5
+	OMP_NUM_THREADS=1 $(PY) -m ex_downstream with demo arch=beats transformer_frozen=True optimizer.max_lr=0.01 trainer.max_epochs=40 trainer.check_val_every_n_epoch=5
+
+# The HEAR 2021 validator on hear_api for the three architectures (tiny random checkpoints). hearvalidator declares
+# Python < 3.9 and imports tensorflow, so it is installed without dependencies into .hear-validator/ (not the venv)
+# and runs with a stand-in tensorflow module (helpers/hear_validate.py).
+hear-validate: venv
+	$(PY) -m helpers.hear_validate --install
 
 # The demo: synthetic data in the real layout, checked by the data doctor, then the two-iteration recipe, shortened,
 # with two tiny models side by side (stage 1 -> stage 2 -> store -> ensemble -> iteration 2 on the ensemble's

@@ -1,10 +1,10 @@
 """Real-time factor of the inference CLI's prediction path, against the bound the matmul ceiling implies.
 
-Times ``inference.predict_waveform`` (sliding 10 s windows, hop ``--hop-seconds``, overlap-add; what
+Times ``recording.predict_waveform`` (sliding 10 s windows, hop ``--hop-seconds``, overlap-add; what
 ``python -m inference`` runs per file) on synthetic audio with released-size models (random weights, so no
 checkpoint is needed): one model (``--single``, default ATST-Frame) and the three-model ensemble (mean of logits),
 on the CPU with 1 thread and with all threads, and on CUDA when present. A folder case times 10 s clips run one
-file at a time against the folder mode's batches across files (``inference.predict_waveforms``).
+file at a time against the folder mode's batches across files (``recording.predict_waveforms``).
 
 Real-time factor (RTF) = seconds of audio per second of compute. The bound: with F FLOPs per 10 s window
 (``FlopCounterMode``, front-ends included) and windows every h seconds, a second of audio costs F / h FLOPs, so at
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configs  # noqa: E402
-import inference  # noqa: E402
+from helpers.predictions import recording  # noqa: E402
 from bench import roofline  # noqa: E402
 from data_util.atomic import atomic_write_text  # noqa: E402
 from models.factory import WaveformSED, build_waveform_model  # noqa: E402
@@ -110,15 +110,15 @@ def measure(name: str, model, flops_per_window: int, device: torch.device, threa
     sampler()  # one burst before the first batch
     kwargs = dict(hop_seconds=hop_seconds, batch_size=batch_size, device=device, bf16=bf16, on_batch=sampler)
     if batched:
-        run = lambda: inference.predict_waveforms(model, audio, **kwargs)  # noqa: E731
+        run = lambda: recording.predict_waveforms(model, audio, **kwargs)  # noqa: E731
     else:
-        run = lambda: [inference.predict_waveform(model, wav, **kwargs) for wav in audio]  # noqa: E731
+        run = lambda: [recording.predict_waveform(model, wav, **kwargs) for wav in audio]  # noqa: E731
     bursts_wall, bursts_cpu = sampler.wall_s, sampler.cpu_s
     wall, cpu = _timed(run)
     wall -= sampler.wall_s - bursts_wall
     cpu -= sampler.cpu_s - bursts_cpu
     seconds = sum(len(wav) for wav in audio) / SAMPLE_RATE
-    windows = sum(inference.num_windows(len(wav), hop_seconds) for wav in audio)
+    windows = sum(recording.num_windows(len(wav), hop_seconds) for wav in audio)
     flops = flops_per_window * windows
     ceiling, ceiling_cpu = sampler.median("wall_gflops"), sampler.median("cpu_gflops")
     bound = ceiling * roofline.GIGA * seconds / flops
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
                         help="lengths of the single-file cases, seconds (default: 600)")
     parser.add_argument("--folder-clips", type=int, default=FOLDER_CLIPS,
                         help="10 s clips of the folder case (0: no folder case)")
-    parser.add_argument("--hop-seconds", type=float, default=inference.DEFAULT_HOP_SECONDS)
-    parser.add_argument("--batch-size", type=int, default=inference.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--hop-seconds", type=float, default=recording.DEFAULT_HOP_SECONDS)
+    parser.add_argument("--batch-size", type=int, default=recording.DEFAULT_BATCH_SIZE)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     if "single" in args.models:
         models[args.single] = members[args.single]
     if "ensemble" in args.models:
-        models["ensemble (" + "+".join(ARCHS) + ")"] = inference.SEDEnsemble(list(members.values())).eval()
+        models["ensemble (" + "+".join(ARCHS) + ")"] = recording.SEDEnsemble(list(members.values())).eval()
     flops = {name: window_flops(model, device) for name, model in models.items()}
     for name, value in flops.items():
         print(f"{name}: {value / roofline.GIGA:.1f} GFLOP per 10 s window", flush=True)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     for threads in thread_counts:
         torch.set_num_threads(threads)
         for name, model in models.items():
-            inference.predict_waveform(model, clips[0] if clips else long_files[0][1][0][:SAMPLE_RATE * 20],
+            recording.predict_waveform(model, clips[0] if clips else long_files[0][1][0][:SAMPLE_RATE * 20],
                                        device=device, bf16=args.bf16)  # warm-up
             cases = [(case, audio, True) for case, audio in long_files]
             if clips:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from configs import schema
 from configs.audioset_strong import AudioSetStrong
+from configs.downstream import Downstream
 from configs.t4 import Stage1, Stage2
 
 
@@ -35,7 +36,8 @@ def tables() -> dict[str, str]:
     """Every generated table of docs/CONFIG.md, by marker name."""
 
     return {"t4": markdown_key_table({"ex_stage1": Stage1, "ex_stage2": Stage2}),
-            "audioset_strong": markdown_key_table({"ex_audioset_strong": AudioSetStrong})}
+            "audioset_strong": markdown_key_table({"ex_audioset_strong": AudioSetStrong}),
+            "downstream": markdown_key_table({"ex_downstream": Downstream})}
 
 
 def _span(name: str) -> re.Pattern:

@@ -28,7 +28,7 @@ import types
 import typing
 from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping
 
-__all__ = ["Block", "key", "block", "tree", "problems", "key_rows", "leaf_paths"]
+__all__ = ["Block", "key", "block", "tree", "problems", "key_rows", "leaf_paths", "without_keys"]
 
 
 class Block:
@@ -51,6 +51,25 @@ def key(default: Any, doc: str = "", *, min: float | None = None, max: float | N
 def block(cls: type, doc: str = "") -> Any:
     """A nested block (its defaults are the block class's)."""
     return dataclasses.field(default_factory=cls, metadata={"doc": doc})
+
+
+def without_keys(cls: type, *names: str) -> type:
+    """A copy of the block class ``cls`` without the keys ``names`` (same name, types, defaults and docs), for an
+    experiment that takes those keys elsewhere (``ex_downstream``'s top-level ``pretrained_name``)."""
+    hints = _hints(cls)
+    unknown = set(names) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no keys {sorted(unknown)}")
+    fields = []
+    for f in dataclasses.fields(cls):
+        if f.name in names:
+            continue
+        if f.default is not dataclasses.MISSING:
+            copied = dataclasses.field(default=f.default, metadata=f.metadata)
+        else:
+            copied = dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
+        fields.append((f.name, hints[f.name], copied))
+    return dataclasses.make_dataclass(cls.__name__, fields, bases=(Block,))
 
 
 # ------------------------------------------------------------------------------------------------ tree

@@ -33,11 +33,23 @@ from torch.utils.data import ConcatDataset, Dataset
 import configs
 from data_util import layout
 from data_util.audio import (
-    AUDIO_EXTENSIONS, CLIP_SAMPLES, SAMPLE_RATE, AudioReadError, pad_or_crop, read_audio,
+    AUDIO_EXTENSIONS,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    AudioReadError,
+    pad_or_crop,
+    read_audio,
 )
 from data_util.classes import (
-    CLASS_TO_INDEX, DESED_CLASSES, DESED_DOMAIN, DESED_MAESTRO_ALIAS, MAESTRO_CLASSES, MAESTRO_DESED_ALIAS,
-    MAESTRO_DOMAIN, NUM_CLASSES, VALID_CLASSES,
+    CLASS_TO_INDEX,
+    DESED_CLASSES,
+    DESED_DOMAIN,
+    DESED_MAESTRO_ALIAS,
+    MAESTRO_CLASSES,
+    MAESTRO_DESED_ALIAS,
+    MAESTRO_DOMAIN,
+    NUM_CLASSES,
+    VALID_CLASSES,
 )
 from data_util.maestro import split_maestro
 from data_util.pseudo_labels import PseudoLabels
@@ -257,8 +269,14 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------------------------------
 # Waveform-level augmentation wrappers
 # --------------------------------------------------------------------------------------------------
+def draw_mix_coefficient(alpha: float = MIXUP_BETA_ALPHA) -> float:
+    """A waveform-mixing weight ``l ~ Beta(alpha, alpha)``, ``l = max(l, 1 - l)`` (the sample stays dominant)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return max(lam, 1.0 - lam)
+
+
 def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torch.Tensor:
-    """``lam · first + (1 − lam) · second`` of the DC-free waveforms, DC removed again (float32)."""
+    """``lam·first + (1 - lam)·second`` of two equally long waveforms, each and the mixture without DC (float32)."""
     # waveform maths in numpy: single-threaded, where torch's intra-op threads only add overhead
     a, b = first.numpy(), second.numpy()
     audio = lam * (a - a.mean()) + (1.0 - lam) * (b - b.mean())
@@ -267,8 +285,9 @@ def mix_waveforms(first: torch.Tensor, second: torch.Tensor, lam: float) -> torc
 
 class WaveformMixDataset(Dataset):
     """Waveform mixing inside one training set: with probability ``p`` a sample is mixed with a uniformly drawn
-    partner of the same dataset, ``l ~ Beta(alpha, alpha)``, ``l = max(l, 1 - l)`` (the sample stays dominant),
-    waveforms by :func:`mix_waveforms`; subclasses mix the labels (:meth:`mix_labels`)."""
+    partner of the same dataset, ``l`` from :func:`draw_mix_coefficient`, waveforms by :func:`mix_waveforms`.
+    Each sample layout mixes its labels in :meth:`mix_labels` (``MixupDataset`` here, ``data_util.hear.HearWavmix``,
+    ``data_util.audioset_strong.WavMixDataset``)."""
 
     def __init__(self, dataset: Dataset, p: float, alpha: float):
         if not 0.0 <= p <= 1.0:
@@ -285,15 +304,17 @@ class WaveformMixDataset(Dataset):
         if torch.rand(()) >= self.p:
             return sample
         partner = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
-        lam = max(lam, 1.0 - lam)
+        return self.mix(sample, partner, draw_mix_coefficient(self.alpha))
+
+    def mix(self, sample: dict, partner: dict, lam: float) -> dict:
+        """The mixture of ``sample`` (weight ``lam``) and ``partner``."""
         mixed = dict(sample)
         mixed["audio"] = mix_waveforms(sample["audio"], partner["audio"], lam)
         self.mix_labels(mixed, sample, partner, lam)
         return mixed
 
     def mix_labels(self, mixed: dict, sample: dict, partner: dict, lam: float) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must say how its labels mix (mix_labels)")
 
 
 class MixupDataset(WaveformMixDataset):

@@ -505,7 +505,7 @@ def _rng(seed: int, stream: str, kind: int, index: int = 0) -> np.random.Generat
 
 
 
-def _render_events(rng: np.random.Generator, n_samples: int, labels: tuple[str, ...], snr_db_range, *,
+def render_events(rng: np.random.Generator, n_samples: int, labels: tuple[str, ...], snr_db_range, *,
                    confidences: tuple[float, ...] | None = None) -> tuple[np.ndarray, list[Event]]:
     """Background noise plus one event per label at a random time, length and level."""
     background = _colored_noise(rng, n_samples, exponent=rng.choice([1.0, 2.0]))
@@ -539,7 +539,7 @@ def _render_events(rng: np.random.Generator, n_samples: int, labels: tuple[str, 
     return mixture, events
 
 
-def _write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Mono PCM16 wav. (The ``wave`` module: soundfile syncs every file to disk, which is 10x slower here.)"""
     pcm = np.round(np.clip(audio, -1.0, 1.0) * PCM16_SCALE).astype("<i2")
     with wave.open(str(path), "wb") as f:
@@ -568,10 +568,10 @@ class ClipJob:
 def render_clip(job: ClipJob) -> list[Event]:
     """Write one 16 kHz clip (and its 44.1 kHz original if asked); return its events."""
     rng = _rng(job.seed, job.stream, _RENDER, job.index)
-    audio, events = _render_events(rng, job.n_samples, job.labels, EVENT_SNR_DB_RANGE)
-    _write_wav(job.path, audio)
+    audio, events = render_events(rng, job.n_samples, job.labels, EVENT_SNR_DB_RANGE)
+    write_wav(job.path, audio)
     if job.original_path is not None:
-        _write_wav(job.original_path, _to_original_rate(audio), ORIGINAL_SAMPLE_RATE)
+        write_wav(job.original_path, _to_original_rate(audio), ORIGINAL_SAMPLE_RATE)
     return events
 
 
@@ -602,11 +602,11 @@ def render_recording(job: RecordingJob) -> list[tuple[str, Event]]:
     labels = tuple(str(c) for c in rng.permutation(scene_classes)) + tuple(
         str(c) for c in rng.choice(scene_classes, n_events - len(scene_classes)))
     confidences = tuple(_soft_label(rng, clear=i < len(scene_classes)) for i in range(n_events))
-    audio, events = _render_events(rng, job.n_samples, labels, EVENT_SNR_DB_RANGE, confidences=confidences)
+    audio, events = render_events(rng, job.n_samples, labels, EVENT_SNR_DB_RANGE, confidences=confidences)
     rows = []
     for start, stop in maestro_chunk_bounds(job.n_samples, MAESTRO_WINDOW_S * SAMPLE_RATE, job.hop):
         name = f"{job.stem}-{start // CS:06d}-{stop // CS:06d}.wav"
-        _write_wav(job.audio_dir / name, audio[start:stop])
+        write_wav(job.audio_dir / name, audio[start:stop])
         chunk_start, chunk_len = start / SAMPLE_RATE, (stop - start) / SAMPLE_RATE
         overlapping = [e for e in events if e.onset < stop / SAMPLE_RATE and e.offset > chunk_start]
         for event in sorted(overlapping, key=lambda e: e.onset):
@@ -777,7 +777,18 @@ def _write_resources(resources: Path, seed: int, clip_jobs) -> None:
     for device in DEVICE_NAMES:
         (resources / "dirs" / device).mkdir(parents=True, exist_ok=True)
         for i in range(IRS_PER_DEVICE):
-            _write_wav(resources / "dirs" / device / f"{device}_ir{i}.wav", _impulse_response(dirs_rng))
+            write_wav(resources / "dirs" / device / f"{device}_ir{i}.wav", _impulse_response(dirs_rng))
+
+
+def clear_output_dir(root: Path, manifest: str, overwrite: bool) -> None:
+    """Make way for a generated tree at ``root``: an empty or missing folder is fine; an earlier tree (it holds
+    ``manifest``) is deleted when ``overwrite``; anything else is refused."""
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace a demo tree")
+        if not (root / manifest).is_file():
+            raise FileExistsError(f"{root} is not empty and holds no {manifest}: refusing to delete it")
+        shutil.rmtree(root)
 
 
 def demo_tree_state(root, preset: str, seed: int, maestro_val_hop: float = MAESTRO_TRAIN_HOP_S) -> str:

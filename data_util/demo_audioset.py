@@ -153,7 +153,7 @@ def generate(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, overwr
             elif i == 1 and split == "unbalanced_train":
                 seconds = LONG_CLIP_SECONDS
             n_samples = int(round(seconds * 1000)) * demo.MS
-            audio, events = demo._render_events(_rng(seed, split_index, 1000 + i), n_samples, synth_labels,
+            audio, events = demo.render_events(_rng(seed, split_index, 1000 + i), n_samples, synth_labels,
                                                 demo.EVENT_SNR_DB_RANGE)
             data = _mp3_bytes(audio)
             if split == "unbalanced_train" and i < CORRUPT_CLIPS:

@@ -99,15 +99,15 @@ def check_run_inputs(config: Mapping, stage: int, *, eval_sets: Iterable[str], t
     refuse_urls(config)
     refuse_urls(checkpoints, keys=list(checkpoints))
     root, resources = configs.dataset_root(config), configs.resources_dir(config)
-    training_cfg = config.get("training", {})
+    training_cfg = config["training"]  # a validated config: every key is present
     used = [EVAL_SOURCES.get(name, name) for name in eval_sets]
     if training:
-        used += train_source_sets(bool(training_cfg.get("include_external_strong", True)))
+        used += train_source_sets(bool(training_cfg["include_external_strong"]))
     sets = [name for name in SETS if name in set(used)]
     report = doctor.check_data(
         root, resources, sets=sets, stage=stage, exact_counts=False,  # counts: training accepts any number
-        require_exclude_lists=training and bool(training_cfg.get("exclude_overlapping", True)),
-        require_dirs=training and float(training_cfg.get("dir_p", 0.0)) > 0, sample_audio=doctor.DEFAULT_AUDIO_SAMPLES)
+        require_exclude_lists=training and bool(training_cfg["exclude_overlapping"]),
+        require_dirs=training and float(training_cfg["dir_p"]) > 0, sample_audio=doctor.DEFAULT_AUDIO_SAMPLES)
     if training:
         report.general.extend(_pseudo_label_problems(config))
     report.general.extend(_checkpoint_problems(config, checkpoints))
@@ -124,10 +124,10 @@ def _problem(key: str, path, message: str, fix: str, status: str = doctor.MISSIN
 
 
 def _pseudo_label_problems(config: Mapping) -> list[doctor.Problem]:
-    value = config.get("pseudo_labels")
-    training_cfg = config.get("training", {})
-    weight = float((config.get("loss_weights") or [0] * 6)[PSEUDO_LABEL_WEIGHT_INDEX])
-    used = weight > 0 and bool(training_cfg.get("use_pseudo_labels", True))
+    value = config["pseudo_labels"]
+    training_cfg = config["training"]
+    weight = float(config["loss_weights"][PSEUDO_LABEL_WEIGHT_INDEX])
+    used = weight > 0 and bool(training_cfg["use_pseudo_labels"])
     preds = configs.preds_dir(config)
     if value not in (None, ""):
         try:
@@ -138,7 +138,7 @@ def _pseudo_label_problems(config: Mapping) -> list[doctor.Problem]:
         if not used:
             return [_problem("pseudo_labels", value, f"set, but the pseudo-label loss is off (loss_weights"
                              f"[{PSEUDO_LABEL_WEIGHT_INDEX}]={weight:g}, training.use_pseudo_labels="
-                             f"{training_cfg.get('use_pseudo_labels', True)}): the files are not used",
+                             f"{training_cfg['use_pseudo_labels']}): the files are not used",
                              "give the pseudo-label loss a weight > 0 to use them", severity=doctor.WARNING)]
     if not used:
         return []
@@ -151,7 +151,7 @@ def _pseudo_label_problems(config: Mapping) -> list[doctor.Problem]:
                          f"{weight:g} asks for a pseudo-label loss, but there are no pseudo-labels (pseudo_labels is "
                          "unset and this folder does not exist): the pseudo-label term is zero", PSEUDO_LABEL_FIX,
                          severity=doctor.WARNING)]
-    needed = train_source_sets(bool(training_cfg.get("include_external_strong", True)))
+    needed = train_source_sets(bool(training_cfg["include_external_strong"]))
     missing = [f"{name}{PREDICTION_SUFFIX}" for name in needed if not (folder / f"{name}{PREDICTION_SUFFIX}").is_file()]
     if missing:
         return [_problem("pseudo_labels", folder, f"{len(missing)} pseudo-label file(s) the training sets read are "

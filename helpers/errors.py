@@ -26,15 +26,16 @@ _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions whose message is the whole story (each names the file, key or value and says what to do)."""
-    # lazy: these modules pull in torch, which `print_config` / `check_data` do not need (all five imports)
+    # lazy: these modules pull in torch, which `print_config` / `check_data` do not need (all six imports)
     from data_util.audio import AudioReadError  # lazy: as above
     from data_util.doctor import DataCheckError  # lazy: as above
+    from data_util.hear import HearTaskError  # lazy: as above
     from data_util.prediction_files import PredictionCommandError, PredictionFileError  # lazy: as above
     from data_util.tsv import TsvFormatError  # lazy: as above
     from models.checkpoints import CheckpointError  # lazy: as above
 
     return (configs.ConfigError, DataCheckError, CheckpointError, TsvFormatError, AudioReadError,
-            PredictionCommandError, PredictionFileError, FileNotFoundError)
+            PredictionCommandError, PredictionFileError, FileNotFoundError, HearTaskError)
 
 
 def debug_enabled(argv: Sequence[str] | None = None) -> bool:

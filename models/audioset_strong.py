@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from models.checkpoints import (
 )
 from models.crnn import BidirectionalGRU
 from models.factory import backbone_kwargs, build_transformer_frontend, create_backbone
-from models.loading import HEAD_DIM, backbone_shape_settings, resolve_checkpoint
+from models.loading import HEAD_DIM, backbone_sizes, resolve_checkpoint
 from models.registry import ARCH_SPECS, arch_spec
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,7 @@ def _config_from_shapes(state: Mapping[str, Any], arch: str, sidecar: Mapping | 
     for name, settings in ((sidecar or {}).get("config") or {}).items():
         if isinstance(config.get(name), dict):
             config[name].update(settings)
-    backbone = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    shapes = backbone_shape_settings(backbone, arch)
+    shapes = backbone_sizes(state, arch, prefix="model.")
     if "num_heads" not in shapes and not (sidecar and "num_heads" in (sidecar.get("config") or {}).get(arch, {})):
         shapes["num_heads"] = max(1, shapes["embed_dim"] // HEAD_DIM)
     config[arch].update(shapes, drop_top_layers=0)

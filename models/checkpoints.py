@@ -182,7 +182,7 @@ def _unsafe_globals(path: pathlib.Path) -> list[str]:
 Rule = tuple[str, "str | None"]
 
 
-def _strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Remove DDP's leading ``module.`` and torch.compile's ``_orig_mod.`` components from every key."""
     out = {}
     for key, value in state_dict.items():
@@ -304,7 +304,7 @@ _PRETRAINEDSED_HEAD_RULES: tuple[Rule, ...] = (
 
 def _convert_beats_official(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """Official BEATs file ``{"cfg", "model"}``: backbone keys are the official ones (both weight-norm namings)."""
-    model_state = _rename_beats_weight_norm(_strip_wrapper_prefixes(checkpoint["model"]))
+    model_state = _rename_beats_weight_norm(strip_wrapper_prefixes(checkpoint["model"]))
     return {BACKBONE_PREFIX + key: value for key, value in model_state.items()}
 
 
@@ -344,12 +344,13 @@ def _convert_pretrainedsed(state_dict: Mapping[str, Any], arch: str) -> dict[str
 FORMATS = ("beats_official", "audiossl_atst", "atst_c2f", "atst_finetuned", "cpjku_as_strong", "pretrainedsed")
 
 
-def _is_sed_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
+def is_sed_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
+    """A complete SED checkpoint: ``student`` / ``teacher`` entries, or Lightning ``state_dict`` keys under them."""
     if any(mode in checkpoint for mode in SED_MODES):
         return True
     state_dict = checkpoint.get("state_dict")
     return isinstance(state_dict, Mapping) and any(
-        key.startswith(f"{mode}.{AS_MODEL_PREFIX}") for key in _strip_wrapper_prefixes(state_dict) for mode in SED_MODES
+        key.startswith(f"{mode}.{AS_MODEL_PREFIX}") for key in strip_wrapper_prefixes(state_dict) for mode in SED_MODES
     )
 
 
@@ -357,13 +358,13 @@ def detect_format(checkpoint: Mapping[str, Any]) -> str:
     """Name the source format of a loaded file (one of ``FORMATS``) from its telltale keys."""
     if "model" in checkpoint and "cfg" in checkpoint and isinstance(checkpoint["model"], Mapping):
         return "beats_official"
-    if _is_sed_checkpoint(checkpoint):
+    if is_sed_checkpoint(checkpoint):
         raise CheckpointError(
             "this is a complete SED checkpoint (student/teacher entries), not a backbone file: load it with "
             "t4_wrapper.model_init_id / pretrained_name (load_sed_checkpoint), not as <arch>.pretrained_name"
         )
     if isinstance(checkpoint.get("state_dict"), Mapping):
-        keys = list(_strip_wrapper_prefixes(checkpoint["state_dict"]))
+        keys = list(strip_wrapper_prefixes(checkpoint["state_dict"]))
         if any(k.startswith("net_strong.") for k in keys):
             return "cpjku_as_strong"
         if any(k.startswith("model.teacher.encoder.") for k in keys):
@@ -373,7 +374,7 @@ def detect_format(checkpoint: Mapping[str, Any]) -> str:
         if any(k.startswith("encoder.encoder.") for k in keys):
             return "atst_finetuned"
         raise CheckpointError(f"unknown Lightning checkpoint layout; first state_dict keys: {keys[:10]}")
-    keys = list(_strip_wrapper_prefixes(checkpoint))
+    keys = list(strip_wrapper_prefixes(checkpoint))
     if keys and all(isinstance(checkpoint[k], torch.Tensor) for k in checkpoint) and any(
         k.startswith(("model.", "strong_head.", "weak_head.")) for k in keys
     ):
@@ -392,7 +393,7 @@ def convert_backbone_checkpoint(checkpoint: Mapping[str, Any], arch: str) -> tup
     if source_format == "beats_official":
         converted = _convert_beats_official(checkpoint)
     else:
-        state_dict = _strip_wrapper_prefixes(checkpoint.get("state_dict", checkpoint))
+        state_dict = strip_wrapper_prefixes(checkpoint.get("state_dict", checkpoint))
         if source_format == "audiossl_atst":
             converted = _convert_audiossl_atst(state_dict)
         elif source_format == "atst_c2f":
@@ -495,10 +496,10 @@ def sed_state_dict(checkpoint: Mapping[str, Any], mode: str = "student", source:
     if mode not in SED_MODES:
         raise ValueError(f"mode must be one of {SED_MODES}, got {mode!r}")
     if isinstance(checkpoint.get(mode), Mapping):
-        return _rename_beats_weight_norm(_strip_wrapper_prefixes(checkpoint[mode]))
+        return _rename_beats_weight_norm(strip_wrapper_prefixes(checkpoint[mode]))
     lightning_state = checkpoint.get("state_dict")
     if isinstance(lightning_state, Mapping):
-        lightning_state = _strip_wrapper_prefixes(lightning_state)
+        lightning_state = strip_wrapper_prefixes(lightning_state)
         attribute = mode + "."
         selected = {k[len(attribute):]: v for k, v in lightning_state.items() if k.startswith(attribute)}
         if selected:

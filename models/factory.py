@@ -1,9 +1,9 @@
 """The one way to build a model: (resolved config) -> SED model, front-ends, and the waveform -> logits wrapper.
 
-Training (``helpers.training``), ``store_predictions``, the inference CLI, the benchmarks and the tests all build
-through these functions; ``models.loading`` turns a checkpoint into a config and calls them too. What each
-architecture needs (which config keys are constructor arguments, its front-end settings) is data in
-``models.registry.ARCH_SPECS``, so this module has no per-architecture branch.
+Training (``helpers.training``), ``store_predictions``, the inference CLI, downstream fine-tuning, the HEAR API, the
+benchmarks and the tests all build through these functions; ``models.loading`` turns a checkpoint into a config and
+calls them too. What each architecture needs (which config keys are constructor arguments, its front-end settings,
+its token rate) is data in ``models.registry.ARCH_SPECS``, so this module has no per-architecture branch.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
+from models.frame_embedder import FRAME_HOP_S, WINDOW_S, FrameEmbedder
 from models.mel import CNNMel
 from models.registry import WRAPPER_INIT_KEYS, arch_spec, split_wrapper_config
 from models.sed_model import SEDModel
@@ -90,6 +91,17 @@ def build_frontends(config: Mapping) -> tuple[CNNMel, nn.Module]:
     return cnn_mel, build_transformer_frontend(config)
 
 
+def build_frame_embedder(config: Mapping, *, hop_s: float = FRAME_HOP_S, window_s: float = WINDOW_S,
+                         token_pooling: str = "time") -> FrameEmbedder:
+    """Front-end + backbone of ``config["arch"]`` (blocks ``<arch>``, and ``passt_mel`` for fPaSST) as a
+    ``FrameEmbedder`` (random init; load weights with ``models.loading``)."""
+    arch = config["arch"]
+    spec = arch_spec(arch)
+    return FrameEmbedder(build_transformer_frontend(config), create_backbone(arch, **backbone_kwargs(config)),
+                         token_hop_s=spec.token_hop_s, tokens_per_step=spec.tokens_per_step, hop_s=hop_s, window_s=window_s,
+                         token_pooling=token_pooling)
+
+
 class WaveformSED(nn.Module):
     """A SED model with its two front-ends: waveforms [B, N] at 16 kHz -> strong logits [B, frames, nclass].
 
@@ -126,4 +138,4 @@ def build_waveform_model(config: Mapping, name: str = "") -> WaveformSED:
 
 
 __all__ = ["create_backbone", "create_model", "create_frontends", "create_transformer_frontend", "backbone_kwargs",
-           "build_model", "build_frontends", "build_transformer_frontend", "WaveformSED", "build_waveform_model"]
+           "build_model", "build_frontends", "build_transformer_frontend", "build_frame_embedder", "WaveformSED", "build_waveform_model"]

@@ -11,10 +11,14 @@ the training config stored in the file (our Lightning checkpoints) for what shap
 (``ARCH_SPECS[arch].wrapper_defaults``, 64-dim heads). A config given by the caller is cross-checked against the
 shapes: every disagreement is listed in one error. Every file goes through the safe ``weights_only`` reader
 (``models.checkpoints.safe_load``): no checkpoint source can execute code.
+
+The transformer alone, from any of those files or a backbone file (``read_backbone`` / ``load_backbone_weights``;
+``load_frame_embedder`` for the HEAR API), serves downstream fine-tuning and the embeddings API.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import re
@@ -23,15 +27,20 @@ from typing import Any, Mapping
 
 import configs
 from models.checkpoints import (
+    BACKBONE_PREFIX,
     CheckpointError,
     check_same_arch,
+    convert_backbone_checkpoint,
     drop_keys_under,
+    is_sed_checkpoint,
     load_state_dict_strict,
     removed_block_prefixes,
     safe_load,
     sed_state_dict,
+    strip_wrapper_prefixes,
 )
-from models.factory import WaveformSED, build_waveform_model
+from models.factory import WaveformSED, build_frame_embedder, build_waveform_model
+from models.frame_embedder import FRAME_HOP_S, WINDOW_S, FrameEmbedder
 from models.registry import ARCH_SPECS, arch_spec, extra_arch_blocks
 
 log = logging.getLogger(__name__)
@@ -103,12 +112,13 @@ def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def detect_arch(state_dict: Mapping[str, Any], source: str = "checkpoint") -> str:
-    """The backbone of a SED state dict, from its transformer-block keys (any registered architecture)."""
+def detect_arch(state_dict: Mapping[str, Any], source: str = "checkpoint", prefix: str = BACKBONE) -> str:
+    """The backbone of a state dict (a SED model's by default; ``prefix``: where the backbone's keys start), from its
+    transformer-block keys (any registered architecture)."""
     found = [arch for arch, spec in ARCH_SPECS.items()
-             if _count(state_dict, "^" + re.escape(BACKBONE) + spec.block_pattern)]
+             if _count(state_dict, "^" + re.escape(prefix) + spec.block_pattern)]
     if len(found) != 1:
-        expected = ", ".join(f"'{BACKBONE}{spec.block_pattern}' ({arch})" for arch, spec in ARCH_SPECS.items())
+        expected = ", ".join(f"'{prefix}{spec.block_pattern}' ({arch})" for arch, spec in ARCH_SPECS.items())
         raise CheckpointError(
             f"{source}: cannot tell the backbone from the keys (found blocks of {found or 'no known backbone'}); "
             f"expected keys like {expected}; first keys: {list(state_dict)[:5]}"
@@ -116,16 +126,22 @@ def detect_arch(state_dict: Mapping[str, Any], source: str = "checkpoint") -> st
     return found[0]
 
 
-def backbone_shape_settings(backbone_state_dict: Mapping[str, Any], arch: str) -> dict:
-    """``<arch>`` config values the shapes of a backbone state dict (its own keys) show: width, blocks present, MLP
-    ratio and, where visible (BEATs), attention heads."""
+def backbone_sizes(state_dict: Mapping[str, Any], arch: str, prefix: str = BACKBONE,
+                   source: str = "checkpoint") -> dict:
+    """What the shapes of a backbone's keys (below ``prefix``) show: ``embed_dim``, ``depth`` (the blocks present),
+    ``mlp_ratio`` and, where a tensor shows it (BEATs), ``num_heads``."""
     spec = arch_spec(arch)
-    embed_dim = int(backbone_state_dict[spec.embed_dim_key].shape[-1])
-    backbone = {"embed_dim": embed_dim, "depth": _count(backbone_state_dict, "^" + spec.block_pattern),
-                "mlp_ratio": backbone_state_dict[spec.mlp_in_key].shape[0] / embed_dim}
+    needed = [prefix + k for k in (spec.embed_dim_key, spec.mlp_in_key, spec.heads_key) if k]
+    missing = [key for key in needed if key not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a complete {arch} backbone: the state dict lacks {missing} "
+                              "(a truncated or foreign file?)")
+    embed_dim = int(state_dict[prefix + spec.embed_dim_key].shape[-1])
+    sizes = {"embed_dim": embed_dim, "depth": _count(state_dict, "^" + re.escape(prefix) + spec.block_pattern),
+             "mlp_ratio": state_dict[prefix + spec.mlp_in_key].shape[0] / embed_dim}
     if spec.heads_key is not None:
-        backbone["num_heads"] = int(backbone_state_dict[spec.heads_key].shape[1])
-    return backbone
+        sizes["num_heads"] = int(state_dict[prefix + spec.heads_key].shape[1])
+    return sizes
 
 
 def shape_settings(state_dict: Mapping[str, Any], arch: str, source: str = "checkpoint") -> dict:
@@ -139,8 +155,7 @@ def shape_settings(state_dict: Mapping[str, Any], arch: str, source: str = "chec
     if missing:
         raise CheckpointError(f"{source}: not a complete {arch} SED model: the state dict lacks {missing} "
                               "(a backbone-only, truncated or foreign file?)")
-    backbone = backbone_shape_settings({k[len(BACKBONE):]: v for k, v in state_dict.items() if k.startswith(BACKBONE)},
-                                       arch)
+    backbone = backbone_sizes(state_dict, arch, source=source)
     embed_dim = backbone["embed_dim"]
     wrapper = {
         "nclass": int(state_dict["dense.weight"].shape[0]),
@@ -345,6 +360,149 @@ def _sed_model_from_checkpoint(checkpoint: Mapping[str, Any], path: Path, *, mod
     return model.eval()
 
 
+# ------------------------------------------------------------------------------------------------ backbones
+# Our downstream checkpoints (helpers.training.downstream): the LightningModule's ``model`` is a FrameClassifier.
+DOWNSTREAM_BACKBONE = "model.embedder.backbone."
+# Config blocks that describe a bare backbone and its front-end (both the T4 and the downstream configs have them).
+BACKBONE_BLOCKS = ("passt_mel",)
+
+
+@dataclasses.dataclass
+class BackboneWeights:
+    """A backbone's weights read from any checkpoint the project loads, and the settings to build it with.
+
+    ``source_format``: "sed" (a stage checkpoint: its ``mode`` model's transformer), "downstream" (our downstream
+    fine-tuning) or one of ``models.checkpoints.FORMATS`` (AudioSet-strong, PretrainedSED, official BEATs,
+    audiossl ATST files). ``state_dict``: the backbone's own keys. ``config``: ``{"arch", <arch>: block,
+    "passt_mel": block}`` (the sizes the shapes show, the rest from the file's stored config or the defaults).
+    ``stored``: the training config saved in the file ({} for foreign files).
+    """
+
+    path: Path
+    arch: str
+    source_format: str
+    state_dict: dict
+    config: dict
+    stored: dict
+
+
+def _backbone_config(arch: str, sizes: Mapping, stored: Mapping) -> dict:
+    """The backbone blocks with defaults, the stored config's values, then the sizes the shapes show."""
+    config = {"arch": arch, arch: configs.schema.tree(arch_spec(arch).config_block()),
+              "passt_mel": configs.schema.tree(configs.t4.PasstMel())}
+    for block in (arch,) + BACKBONE_BLOCKS:
+        if isinstance(stored.get(block), Mapping):
+            configs.merge_config(config[block], copy.deepcopy(dict(stored[block])))
+    sizes = dict(sizes)
+    if "num_heads" not in sizes and not (isinstance(stored.get(arch), Mapping) and "num_heads" in stored[arch]):
+        sizes["num_heads"] = max(1, sizes["embed_dim"] // HEAD_DIM)
+    configs.merge_config(config[arch], {**sizes, "drop_top_layers": 0})  # depth = the blocks present
+    return config
+
+
+def _foreign_backbone(checkpoint: Mapping, arch: str | None, source: str) -> tuple[str, str, dict]:
+    """(arch, format, backbone state dict) of a backbone file; without ``arch``, the one architecture whose
+    conversion succeeds and whose blocks the result holds."""
+    errors = {}
+    for candidate in ([arch] if arch else list(ARCH_SPECS)):
+        try:
+            source_format, converted = convert_backbone_checkpoint(checkpoint, candidate)
+        except CheckpointError as e:
+            errors[candidate] = str(e)
+            continue
+        state_dict = {k[len(BACKBONE_PREFIX):]: v for k, v in converted.items() if k.startswith(BACKBONE_PREFIX)}
+        if _count(state_dict, "^" + arch_spec(candidate).block_pattern):
+            return candidate, source_format, state_dict
+        errors[candidate] = "no transformer block of this architecture after conversion"
+    raise CheckpointError(f"{source}: no backbone found: " + "; ".join(f"as {a}: {e}" for a, e in errors.items()))
+
+
+def read_backbone(source: str | os.PathLike, *, arch: str | None = None, mode: str = "student",
+                  model_dir: str | os.PathLike | None = None) -> BackboneWeights:
+    """The transformer of any checkpoint the project loads: a stage checkpoint (the ``mode`` model's transformer),
+    our downstream checkpoints, or a backbone file (AudioSet-strong, PretrainedSED, official BEATs, audiossl ATST).
+
+    ``source``: a path or a name in ``model_dir``. ``arch``: the architecture it must hold (None: detected).
+    """
+    path = resolve_checkpoint(source, model_dir)
+    checkpoint = safe_load(path)
+    stored = stored_config(checkpoint)
+    lightning_state = checkpoint.get("state_dict")
+    lightning_state = strip_wrapper_prefixes(lightning_state) if isinstance(lightning_state, Mapping) else {}
+    if is_sed_checkpoint(checkpoint):
+        sed = sed_state_dict(checkpoint, mode, source=str(path))
+        found, source_format = detect_arch(sed, str(path)), "sed"
+        state_dict = {k[len(BACKBONE):]: v for k, v in sed.items() if k.startswith(BACKBONE)}
+        stored = checkpoint_config(sed, stored=stored, source=str(path))  # the backbone's settings, checked
+    elif any(k.startswith(DOWNSTREAM_BACKBONE) for k in lightning_state):
+        state_dict = {k[len(DOWNSTREAM_BACKBONE):]: v for k, v in lightning_state.items()
+                      if k.startswith(DOWNSTREAM_BACKBONE)}
+        found, source_format = detect_arch(state_dict, str(path), prefix=""), "downstream"
+    else:
+        found, source_format, state_dict = _foreign_backbone(checkpoint, arch, str(path))
+    if arch is not None and found != arch:
+        raise CheckpointError(f"{path} holds a {found} backbone ({source_format} checkpoint), but arch={arch!r}")
+    config = _backbone_config(found, backbone_sizes(state_dict, found, prefix="", source=str(path)), stored)
+    return BackboneWeights(path, found, source_format, state_dict, config, stored)
+
+
+def _backbone_disagreements(config: Mapping, weights: BackboneWeights) -> list[str]:
+    arch = weights.arch
+    shown = backbone_sizes(weights.state_dict, arch, prefix="")
+    wanted = dict(config[arch])
+    found = []
+    for key, value in shown.items():
+        have = int(wanted["depth"]) - int(wanted.get("drop_top_layers", 0)) if key == "depth" else wanted.get(key)
+        if have is not None and have != value:
+            name = f"{arch}.depth - {arch}.drop_top_layers" if key == "depth" else f"{arch}.{key}"
+            found.append(f"{name}={have!r} in the config, {value!r} in the checkpoint")
+    return found
+
+
+def load_backbone_weights(backbone, weights: BackboneWeights, config: Mapping | None = None) -> None:
+    """Copy ``weights`` into a built ``backbone`` strictly (names and shapes); keys of blocks removed by
+    ``drop_top_layers`` and the arch's optional keys (BEATs' predictor) may be absent. With ``config``, the sizes
+    the config asks for and the file shows are compared first (one error listing every disagreement)."""
+    if config is not None:
+        if config.get("arch") not in (None, weights.arch):
+            raise CheckpointError(f"{weights.path} holds a {weights.arch} backbone, but arch={config['arch']!r}")
+        found = _backbone_disagreements(config, weights)
+        if found:
+            raise CheckpointError(f"{weights.path} does not fit the backbone built from the config: "
+                                  + "; ".join(found) + ". Set these keys to the checkpoint's values.")
+    kept = drop_keys_under(weights.state_dict, removed_block_prefixes(backbone))
+    load_state_dict_strict(backbone, kept, source=f"{weights.path} [{weights.source_format} -> {weights.arch}]",
+                           optional_prefixes=arch_spec(weights.arch).optional_backbone_prefixes)
+    log.info("loaded the %s backbone from %s (%s)", weights.arch, weights.path, weights.source_format)
+
+
+def load_frame_embedder(source: str | os.PathLike, *, mode: str = "student", overrides: Mapping | None = None,
+                        model_dir: str | os.PathLike | None = None, hop_s: float | None = None,
+                        window_s: float | None = None, token_pooling: str | None = None) -> FrameEmbedder:
+    """The backbone of any checkpoint (see :func:`read_backbone`) with its front-end, as a ``FrameEmbedder`` in
+    eval mode (the HEAR API's model). ``overrides``: a partial config for what shapes cannot show (e.g.
+    ``{"backbone": {"num_heads": 4}}``), cross-checked against the shapes. ``hop_s`` / ``window_s`` /
+    ``token_pooling``: None takes the downstream run's ``frames`` settings for our downstream checkpoints, else
+    40 ms / 10 s / "time"."""
+    weights = read_backbone(source, mode=mode, model_dir=model_dir)
+    config = weights.config
+    if overrides:
+        overrides = dict(overrides)
+        if "backbone" in overrides:
+            overrides[weights.arch] = {**dict(overrides.get(weights.arch, {})), **overrides.pop("backbone")}
+        config = _with(config, overrides)
+    frames = weights.stored.get("frames", {}) if weights.source_format == "downstream" else {}
+    embedder = build_frame_embedder(
+        config, hop_s=hop_s or frames.get("hop_s", FRAME_HOP_S), window_s=window_s or frames.get("window_s", WINDOW_S),
+        token_pooling=token_pooling or frames.get("token_pooling", "time"))
+    load_backbone_weights(embedder.backbone, weights, config)
+    embedder.name = weights.path.stem
+    embedder.source_format = weights.source_format
+    embedder.config = config
+    return embedder.eval()
+
+
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointNotFoundError", "available_checkpoints", "resolve_checkpoint",
-           "stored_config", "detect_arch", "backbone_shape_settings", "shape_settings", "check_fits", "checkpoint_config", "load_sed_weights",
-           "load_sed_checkpoint", "load_sed_model", "load_inference_model"]
+           "stored_config", "detect_arch", "shape_settings", "check_fits", "checkpoint_config", "load_sed_weights",
+           "load_sed_checkpoint", "load_sed_model", "load_inference_model", "backbone_sizes", "BackboneWeights",
+           "read_backbone", "load_backbone_weights", "load_frame_embedder"]

@@ -10,7 +10,8 @@ Recordings of at most 10 s give one window, i.e. the plain model
 output on the zero-padded clip, cut to the clip's own frame count.
 
 This is our method for inference on long files (the reference re-assembles MAESTRO's pre-cut chunks at
-1 s segment resolution in its evaluation code instead; see ``helpers`` for that).
+1 s segment resolution in its evaluation code instead; see ``helpers`` for that). Its two steps,
+``split_windows`` and ``overlap_add`` (any frame hop), also serve ``models.frame_embedder``.
 """
 from __future__ import annotations
 
@@ -38,6 +39,43 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
         return [0]
     n_windows = math.ceil((num_samples - window) / hop) + 1
     return [i * hop for i in range(n_windows)]
+
+
+def split_windows(clips: torch.Tensor, window: int, hop: int) -> tuple[torch.Tensor, list[int]]:
+    """Clips (B, N) -> (windows (B * W, window), start samples): windows every ``hop`` samples, clip-major, the last
+    one zero-padded to ``window`` (a clip of at most ``window`` samples gives one window)."""
+    starts = window_starts(clips.shape[1], window, hop)
+    padded = torch.nn.functional.pad(clips, (0, starts[-1] + window - clips.shape[1]))  # zero-pad the last window
+    windows = torch.stack([padded[:, s:s + window] for s in starts], dim=1)  # (B, W, window)
+    return windows.flatten(0, 1), starts
+
+
+def overlap_add(window_outputs: torch.Tensor, starts: list[int], frame_hop_samples: float, n_out: int) -> torch.Tensor:
+    """Window outputs (B, W, F, C) on the recording's frame grid (B, n_out, C), averaged where windows overlap.
+
+    Window w starts at ``starts[w]`` samples; its frame j covers [start + j·hop, start + (j + 1)·hop). Frame k of the
+    grid covers [k·hop, (k + 1)·hop); a window frame that straddles two grid frames (a start that is not a multiple
+    of the hop) contributes to both in proportion to the overlap.
+    """
+    B, W, frames_per_window, C = window_outputs.shape
+    if W != len(starts):
+        raise ValueError(f"overlap_add: {W} window outputs for {len(starts)} window starts")
+    grid = max(n_out, 0) + frames_per_window + 2  # room for the padded tail; cut at the end
+    total = window_outputs.new_zeros(B, grid, C)
+    weight = window_outputs.new_zeros(grid)
+    positions = torch.arange(frames_per_window, device=window_outputs.device)
+    for w, start in enumerate(starts):
+        offset = start / frame_hop_samples  # window start in output frames (may be fractional)
+        first = math.floor(offset)
+        frac = offset - first  # window frame j covers [first + j + frac, first + j + 1 + frac)
+        for shift, share in ((0, 1.0 - frac), (1, frac)):
+            if share <= 0.0:
+                continue
+            index = first + shift + positions
+            total.index_add_(1, index, share * window_outputs[:, w])
+            weight.index_add_(0, index, torch.full_like(index, share, dtype=weight.dtype))
+    weight = weight[:n_out].clamp(min=torch.finfo(weight.dtype).tiny)
+    return total[:, :n_out] / weight[None, :, None]  # (B, n_out, C)
 
 
 @torch.no_grad()
@@ -70,47 +108,15 @@ def predict_long(
     single = wav.ndim == 1
     clips = wav[None] if single else wav  # (B, N)
     B, N = clips.shape
-    window = round(window_seconds * sample_rate)
-    hop = round(hop_seconds * sample_rate)
-    starts = window_starts(N, window, hop)
-    padded_len = starts[-1] + window
-    padded = torch.nn.functional.pad(clips, (0, padded_len - N))  # zero-pad the last window
-    windows = torch.stack([padded[:, s:s + window] for s in starts], dim=1).flatten(0, 1)  # (B * W, window)
-
+    windows, starts = split_windows(clips, round(window_seconds * sample_rate), round(hop_seconds * sample_rate))
     logits = []
     for chunk in windows.split(batch_size):
         logits.append(model(cnn_frontend(chunk), transformer_frontend(chunk), return_strong_logits=True).float())
     logits = torch.cat(logits).reshape(B, len(starts), *logits[0].shape[1:])  # (B, W, F, C)
-    result = overlap_add(logits, starts, N, mel_hop=mel_hop, net_pooling=net_pooling)  # (B, T, C)
+    n_out = num_output_frames(N, mel_hop, net_pooling)
+    result = overlap_add(logits, starts, mel_hop * net_pooling, n_out)  # (B, T, C)
     return result[0] if single else result
 
 
-def overlap_add(logits: torch.Tensor, starts: list[int], num_samples: int, *, mel_hop: int = MEL_HOP,
-                net_pooling: int = NET_POOLING) -> torch.Tensor:
-    """Window logits (B, W, F, C) of windows starting at ``starts`` (samples) -> (B, T, C) on the output grid
-    (``mel_hop`` x ``net_pooling`` samples per frame, 64 ms by default) of a recording of ``num_samples`` samples:
-    the weighted mean of the window frames covering each grid frame."""
-    B, W, frames_per_window, C = logits.shape
-    if W != len(starts):
-        raise ValueError(f"overlap_add: {W} windows of logits but {len(starts)} window starts")
-    frame_hop = mel_hop * net_pooling
-    n_out = num_output_frames(num_samples, mel_hop, net_pooling)
-    grid = n_out + frames_per_window + 2  # room for the padded tail; cut at the end
-    total = logits.new_zeros(B, grid, C)
-    weight = logits.new_zeros(grid)
-    positions = torch.arange(frames_per_window, device=logits.device)
-    for w, start in enumerate(starts):
-        offset = start / frame_hop  # window start in output frames (may be fractional)
-        first = math.floor(offset)
-        frac = offset - first  # window frame j covers [first + j + frac, first + j + 1 + frac)
-        for shift, share in ((0, 1.0 - frac), (1, frac)):
-            if share <= 0.0:
-                continue
-            index = first + shift + positions
-            total.index_add_(1, index, share * logits[:, w])
-            weight.index_add_(0, index, torch.full_like(index, share, dtype=weight.dtype))
-    weight = weight[:n_out].clamp(min=torch.finfo(weight.dtype).tiny)
-    return total[:, :n_out] / weight[None, :, None]
-
-
-__all__ = ["predict_long", "overlap_add", "num_output_frames", "window_starts", "FRAME_HOP_SAMPLES"]
+__all__ = ["predict_long", "num_output_frames", "window_starts", "split_windows", "overlap_add", "FRAME_HOP_SAMPLES",
+           "MEL_HOP", "NET_POOLING"]

@@ -19,6 +19,8 @@ reference (``train_audioset_head=True`` trains it with ``rnn_lr``). Every group 
 ``weight_decay`` explicitly and a ``name`` for logging. The reference's fPaSST grouping by ``'blocks.1'``
 (which put blocks 10 and 11 into block 1's group, and silently left unmatched names out) is not repeated:
 the backbone's own ``lr_groups()`` names every parameter exactly once, and this module checks it.
+
+``layer_decay_groups`` gives the groups of a bare backbone for downstream fine-tuning (``helpers.training.downstream``).
 """
 from __future__ import annotations
 
@@ -31,12 +33,11 @@ AUDIOSET_HEAD_PREFIX = "as_model.head_linear_layer."
 CNN_PREFIX = "cnn."
 
 
-def _transformer_groups(model: nn.Module) -> list[list[str]]:
-    """The backbone's ``lr_groups()`` as full SED-model names, checked to cover it exactly once."""
-    backbone = model.as_model.model
-    groups = [[BACKBONE_PREFIX + name for name in group] for group in backbone.lr_groups()]
+def backbone_lr_groups(backbone: nn.Module, prefix: str = "") -> list[list[str]]:
+    """The backbone's ``lr_groups()`` (top first) with ``prefix`` before each name, checked to cover it exactly once."""
+    groups = [[prefix + name for name in group] for group in backbone.lr_groups()]
     names = [name for group in groups for name in group]
-    expected = {BACKBONE_PREFIX + name for name, _ in backbone.named_parameters()}
+    expected = {prefix + name for name, _ in backbone.named_parameters()}
     duplicates = sorted({name for name in names if names.count(name) > 1})
     missing = sorted(expected - set(names))
     unknown = sorted(set(names) - expected)
@@ -46,6 +47,33 @@ def _transformer_groups(model: nn.Module) -> list[list[str]]:
             f"duplicates={duplicates[:5]}, missing={missing[:5]}, unknown={unknown[:5]}"
         )
     return groups
+
+
+def _transformer_groups(model: nn.Module) -> list[list[str]]:
+    """The SED model's backbone groups as full SED-model names."""
+    return backbone_lr_groups(model.as_model.model, BACKBONE_PREFIX)
+
+
+def layer_decay_groups(backbone: nn.Module, *, lr: float, decay: float, weight_decay: float,
+                       prefix: str = "") -> list[dict]:
+    """Optimizer groups of a bare backbone with layer-wise learning-rate decay, as PretrainedSED's downstream
+    fine-tuning (``ex_dcase2016task2.py``): block k of ``depth`` (k = 0 at the bottom) trains at
+    ``lr · decay^(depth - k)``, so the top block gets ``lr · decay`` and the bottom one ``lr · decay^depth``; the final
+    norm shares the top block's rate, the embeddings (patch embedding, positions, ...) the bottom block's.
+
+    Groups are named ``pt{i}`` (i = 0 for the top group) and hold names with ``prefix`` (the backbone's position in
+    the module the optimizer sees). Empty groups (BEATs without a predictor) are left out.
+    """
+    groups = backbone_lr_groups(backbone, prefix)
+    depth = len(groups) - 2  # [final norm, block depth-1, ..., block 0, embeddings]
+    parameters = dict(backbone.named_parameters())
+    result = []
+    for i, names in enumerate(groups):
+        if names:
+            exponent = min(max(i, 1), depth)
+            result.append({"name": f"pt{i}", "params": [parameters[n[len(prefix):]] for n in names],
+                           "lr": lr * decay ** exponent, "weight_decay": weight_decay})
+    return result
 
 
 def _trainable_transformer_groups(pt_trainable_layers: int | str, n_groups: int) -> int:
@@ -109,4 +137,4 @@ def param_groups(
     return groups
 
 
-__all__ = ["param_groups", "STAGES"]
+__all__ = ["param_groups", "backbone_lr_groups", "layer_decay_groups", "STAGES"]

@@ -56,6 +56,7 @@ class ArchSpec:
     frontend_frames_10s: int = 0  # front-end frames for 10 s at 16 kHz
     tokens_10s: int = 0  # backbone tokens for 10 s
     token_hop_s: float = 0.0  # seconds per token (per time step for BEATs' 8 frequency tokens)
+    tokens_per_step: int = 1  # tokens per time step, time-major (BEATs: 8 frequency bands); models.frame_embedder
     embed_dim: int = 768
     # -- AudioSet-strong checkpoints in PretrainedSED's layout (models.audioset_strong)
     pretrainedsed_prefix: str = "model."  # backbone key k is stored as <prefix>k in its release files
@@ -126,6 +127,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         token_hop_s=0.16,
         pretrainedsed_prefix="model.model.",  # its BEATs wrapper holds the official model as ``model``
         pretrainedsed_name="BEATs",
+        tokens_per_step=8,
     ),
 }
 ARCHS = tuple(ARCH_SPECS)  # the built-in architectures (configs.t4.ARCHS names the same three)

@@ -76,6 +76,11 @@ class SEDModel(nn.Module):
     Keyword arguments are the reference's ``t4_wrapper`` config keys (minus ``name``, ``model_init_id``,
     ``model_init_mode``, which concern checkpoint loading; see ``models.registry.split_wrapper_config``).
     ``embedding_size`` defaults to ``backbone.embed_dim``. Defaults are the released models' settings.
+
+    Why one class of this size: its attributes (``cnn``, ``as_model``, ``cat_tf``, ``rnn``, ``dense``,
+    ``dense_softmax``) are the released checkpoints' keys, so grouping them into sub-modules would rename every
+    key. The parts with their own logic live elsewhere (``models.crnn``: CNN, BiGRU; the backbones); what is
+    left here is wiring plus short steps (``cnn_frames``, ``align_embeddings``, ``trunk``, the heads).
     """
 
     def __init__(

@@ -17,7 +17,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from models.long_audio import MEL_HOP, NET_POOLING, SAMPLE_RATE, WINDOW_SECONDS, overlap_add, window_starts
+from models.long_audio import (
+    MEL_HOP,
+    NET_POOLING,
+    SAMPLE_RATE,
+    WINDOW_SECONDS,
+    num_output_frames,
+    overlap_add,
+    window_starts,
+)
 
 
 @dataclasses.dataclass
@@ -65,7 +73,8 @@ def predict_recordings(
     for wav, starts in zip(recordings, starts_per_recording):
         own = logits[first:first + len(starts)]
         first += len(starts)
-        frame_logits = overlap_add(own[None], starts, len(wav), mel_hop=mel_hop, net_pooling=net_pooling)[0]
+        frame_logits = overlap_add(own[None], starts, mel_hop * net_pooling,
+                                   num_output_frames(len(wav), mel_hop, net_pooling))[0]
         results.append(RecordingLogits(frame_logits, own, starts, len(wav)))
     return results
 

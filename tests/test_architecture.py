@@ -10,8 +10,8 @@ sibling package of its own layer:
     helpers.evaluation
     helpers.training | helpers.predictions          (siblings: no imports between them)
     helpers.errors (user-error messages) | helpers.resource_checks (release-file checks)
-    helpers.experiment | helpers.demo_recipe | helpers.env_check
-    ex_* experiments | inference | download_resources   (command lines)
+    helpers.experiment | helpers.demo_recipe | helpers.env_check | helpers.hear_validate
+    ex_* experiments | inference | hear_api | download_resources   (command lines)
     bench                                               (benchmarks time the command lines too)
 
 Function-level imports are allowed only with a reason on the line (or the line above): ``# lazy: ...``.
@@ -33,12 +33,12 @@ LAYERS = (
     ("helpers.evaluation",),
     ("helpers.training", "helpers.predictions"),
     ("helpers.errors", "helpers.resource_checks"),
-    ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check"),
-    ("ex_stage1", "ex_stage2", "ex_audioset_strong", "inference", "download_resources"),
+    ("helpers.experiment", "helpers.demo_recipe", "helpers.env_check", "helpers.hear_validate"),
+    ("ex_stage1", "ex_stage2", "ex_audioset_strong", "ex_downstream", "inference", "hear_api", "download_resources"),
     ("bench",),
 )
 PROJECT_ROOTS = {"configs", "data_util", "models", "helpers", "ex_stage1", "ex_stage2", "ex_audioset_strong",
-                 "inference", "download_resources", "bench"}
+                 "ex_downstream", "inference", "hear_api", "download_resources", "bench"}
 LAZY_MARK = "# lazy:"
 
 

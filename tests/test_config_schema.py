@@ -21,16 +21,15 @@ def test_docs_key_table_equals_the_schema():
 def test_stale_docs_are_detected(tmp_path):
     doc = tmp_path / "CONFIG.md"
     tables = docs.tables()
-    table = tables["t4"]
-    others = "".join(f"<!-- keys:{name}:begin -->\n{text}<!-- keys:{name}:end -->\n" for name, text in tables.items()
-                     if name != "t4")
-    doc.write_text(f"<!-- keys:t4:begin -->\n{table}<!-- keys:t4:end -->\n{others}")
+    every = "".join(f"<!-- keys:{name}:begin -->\n{table}<!-- keys:{name}:end -->\n" for name, table in tables.items())
+    doc.write_text(every)
     assert docs.stale_tables(doc) == []
-    doc.write_text(f"<!-- keys:t4:begin -->\n{table.replace('`(12, 10, 10, 20, 20)`', '`(1, 1, 1, 1, 1)`')}"
-                   f"<!-- keys:t4:end -->\n{others}")
+    doc.write_text(every.replace("`(12, 10, 10, 20, 20)`", "`(1, 1, 1, 1, 1)`"))
     assert docs.stale_tables(doc) == ["t4"]
-    doc.write_text(f"<!-- keys:t4:begin -->\n{table}<!-- keys:t4:end -->\n")
-    assert docs.stale_tables(doc) == [name for name in tables if name != "t4"]  # a missing table is stale too
+    doc.write_text(every.replace("`1.06e-04`", "`0.1`").replace("`0.000106`", "`0.1`"))
+    assert docs.stale_tables(doc) == ["downstream"]
+    doc.write_text(f"<!-- keys:t4:begin -->\n{tables['t4']}<!-- keys:t4:end -->\n")
+    assert docs.stale_tables(doc) == [name for name in tables if name != "t4"]  # a table without its markers is stale
 
 
 def test_every_key_is_documented_once_with_a_type():

@@ -20,6 +20,7 @@ import torch
 import inference
 from data_util.classes import CLASSES, MEDIAN_WINDOWS
 from helpers.evaluation import postprocess
+from helpers.predictions import recording
 from data_util.prediction_files import read_predictions
 from models.checkpoints import CheckpointError, load_state_dict_strict, save_sed_checkpoint
 from models.factory import build_model, create_model
@@ -282,8 +283,8 @@ def test_tuned_csebbs_parameters_load_from_json(tmp_path, caplog):
 def test_folder_mode_batches_windows_across_files_with_the_per_file_results(setup, monkeypatch):
     """BEATs' front-end has no batch statistics, so sharing batches across files must not change any output."""
     calls = []
-    original = inference._WindowRunner.forward
-    monkeypatch.setattr(inference._WindowRunner, "forward",
+    original = recording._WindowRunner.forward
+    monkeypatch.setattr(recording._WindowRunner, "forward",
                         lambda self, windows, *rest, **kw: calls.append(len(windows)) or original(self, windows,
                                                                                                *rest, **kw))
     model = setup["models"] / "tiny_beats.ckpt"

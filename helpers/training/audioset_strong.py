@@ -53,6 +53,11 @@ LOSS_WEIGHT_KEYS = ("strong_supervised_loss_weight", "strong_distillation_loss_w
 class ASStrongSystem(pl.LightningModule):
     """config: the resolved ``ex_audioset_strong`` config. net: the model (initialised). classes: its strong classes.
     eval_ground_truth / eval_durations: the evaluation clips' events ({clip: [(onset, offset, name)]}) and seconds.
+
+    The Lightning hooks only (about 180 lines, over the project's ~150-line guide because the training step with its
+    augmentation plan, the optimizer groups and the validation array are hooks of one object); the model, data,
+    losses and metrics live in ``models.audioset_strong``, ``data_util.audioset_strong``, ``helpers.training.losses``
+    and ``helpers.evaluation.audioset_strong``.
     """
 
     def __init__(self, config: Mapping[str, Any], net: ASStrongModel, classes: ClassList, *,

@@ -12,14 +12,11 @@ with the sampler sharded per rank). At the end the final weights are exported in
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Mapping
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 import configs
@@ -39,18 +36,17 @@ from data_util.audioset_strong import (
 from data_util.kd_logits import StrongKDLogits, WeakKDLogits
 from data_util.sampler import SeededSamples, WeightedEpochBatchSampler
 from helpers.training.audioset_strong import MONITOR, ASStrongSystem
-from helpers.training.resume_points import ResumePoints
 from helpers.training.run_logging import ComplexityCallback, EnergyCallback, finish_loggers, make_loggers, run_metadata
-from helpers.training.train import (
-    LAST_CHECKPOINT,
-    SamplerEpoch,
-    SamplerStateDataModule,
+from helpers.training.runner import (
+    build_trainer,
+    checkpoint_callbacks,
+    csv_version,
     loader_kwargs,
     make_run_dir,
     plain_config,
-    trainer_kwargs,
     write_results,
 )
+from helpers.training.train import SamplerEpoch, SamplerStateDataModule
 from models.audioset_strong import (
     ASStrongModel,
     build_as_strong_model,
@@ -203,25 +199,16 @@ def export(system_or_net, path: Path, config: Mapping, classes: ClassList, descr
 
 # ------------------------------------------------------------------------------------------------ trainer
 def _build_trainer(config: Mapping, run_dir: Path, loggers: list) -> pl.Trainer:
-    checkpoint_dir = run_dir / "checkpoints"
+    """The run plumbing of the T4 stages (``helpers.training.runner``): safe checkpoint loading, best / last /
+    resume-point checkpoints unless ``skip_checkpoint``; some backbone parameters take no part in the forward
+    pass (e.g. ATST's mask token), so ``strategy=ddp`` looks for unused parameters."""
     callbacks: list = [SamplerEpoch(), EnergyCallback(run_dir / "codecarbon", "as_strong", ENERGY_PROJECT),
                        ComplexityCallback()]
-    if not config["skip_checkpoint"]:
-        callbacks += [
-            ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{epoch}-{step}", monitor=MONITOR, mode="max",
-                            save_top_k=1),
-            ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
-                            enable_version_counter=False),
-            ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", None),
-        ]
-    kwargs = trainer_kwargs(config)
-    kwargs.setdefault("default_root_dir", str(run_dir))
-    if kwargs.get("strategy") == "ddp":
-        # some backbone parameters take no part in the forward pass (e.g. ATST's mask token): DDP must look for them
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     if config["skip_checkpoint"]:
-        kwargs["enable_checkpointing"] = False
-    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
+        config = {**config, "trainer": {**config["trainer"], "enable_checkpointing": False}}
+    else:
+        callbacks += checkpoint_callbacks(run_dir / "checkpoints", MONITOR, None)
+    return build_trainer(config, run_dir, loggers, callbacks, unused_parameters=True)
 
 
 def _float_metrics(metrics: Mapping) -> dict[str, float]:
@@ -249,13 +236,13 @@ def train(config: Mapping) -> dict:
         build_as_strong_model(config, len(classes), as_config.weak_head_classes(config, len(classes)))
     system = ASStrongSystem(config, net, classes, eval_ground_truth=truth, eval_durations=durations,
                             run_info=run_info)
-    csv_version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}" if resume_from else ""
-    loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
+    loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version(resume_from))
     try:
         trainer = _build_trainer(config, run_dir, loggers)
         with warnings.catch_warnings():
+            # the data module restores the sampler's mid-epoch position itself (SamplerStateDataModule)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
-            trainer.fit(system, datamodule=data, ckpt_path=resume_from)
+            trainer.fit(system, datamodule=data, ckpt_path=resume_from, weights_only=True)
         result = _float_metrics(trainer.callback_metrics)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         exported = run_dir / f"{config['arch']}{EXPORT_SUFFIX}"

@@ -100,12 +100,13 @@ def run_metadata(stage: int) -> dict[str, Any]:
 
 
 class EnergyCallback(pl.Callback):
-    """CodeCarbon energy of training and testing (CSV files in ``output_dir``), logged in kWh; never fatal."""
+    """CodeCarbon energy of training and testing (CSV files in ``output_dir``), logged in kWh; never fatal.
+    ``project``: CodeCarbon's project name (default "DCASE Task 4 Stage <stage>")."""
 
-    def __init__(self, output_dir: Path, stage: int | str, project_name: str | None = None):
+    def __init__(self, output_dir: Path, stage: int | str, project: str | None = None):
         self.output_dir = Path(output_dir)
         self.stage = stage
-        self.project_name = project_name or f"DCASE Task 4 Stage {stage}"
+        self.project = project or f"DCASE Task 4 Stage {stage}"  # CodeCarbon's project name
         self._trackers: dict[str, Any] = {}
 
     def _start(self, phase: str, trainer: pl.Trainer) -> None:
@@ -117,7 +118,7 @@ class EnergyCallback(pl.Callback):
             self.output_dir.mkdir(parents=True, exist_ok=True)
             gpu_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             tracker = OfflineEmissionsTracker(
-                project_name=f"{self.project_name}{', Test' if phase == 'test' else ''}",
+                project_name=f"{self.project}{', Test' if phase == 'test' else ''}",
                 output_dir=str(self.output_dir), output_file=f"emissions_stage{self.stage}_{phase}.csv",
                 country_iso_code=CODECARBON_COUNTRY, log_level="error", gpu_ids=gpu_ids, save_to_file=True)
             tracker.start()

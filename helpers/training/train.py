@@ -12,22 +12,15 @@ Layout of a run: ``<trainer.default_root_dir>/<wandb.project>/<run name>/`` hold
 """
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import os
-import time
-import warnings
 from pathlib import Path
 from typing import Mapping
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import ConcatDataset, DataLoader
 
 import configs
-from data_util.atomic import atomic_write_text
 from data_util.datasets import (
     TRAIN_SET_NAMES,
     build_eval_set,
@@ -36,7 +29,6 @@ from data_util.datasets import (
 from data_util.preflight import check_run_inputs, config_value
 from data_util.prediction_files import resolve_pseudo_label_dir
 from data_util.sampler import MultiSetBatchSampler
-from helpers.training.resume_points import ResumePoints
 from helpers.training.run_logging import (
     ComplexityCallback,
     EnergyCallback,
@@ -44,10 +36,23 @@ from helpers.training.run_logging import (
     make_loggers,
     run_metadata,
 )
+from helpers.training.runner import (  # noqa: F401 (RUN_DIR_ENV, trainer_kwargs, plain_config: re-exported)
+    RUN_DIR_ENV,
+    build_trainer,
+    checkpoint_callbacks,
+    csv_version,
+    fit_and_test,
+    float_metrics,
+    loader_kwargs,
+    make_run_dir,
+    plain_config,
+    trainer_kwargs,
+    write_results,
+)
 from helpers.training.safe_resume import SafeCheckpointIO, check_resume_checkpoint
 from helpers.training.system import SEDSystem
 from helpers.training.validation import TEST_SETS, VAL_SETS, load_eval_sets
-from models.checkpoints import load_pretrained_backbone, safe_load
+from models.checkpoints import load_pretrained_backbone
 from models.factory import build_model
 from models.loading import load_sed_checkpoint, resolve_checkpoint
 from models.registry import arch_names, arch_spec, extra_arch_blocks
@@ -55,10 +60,6 @@ from models.registry import arch_names, arch_spec, extra_arch_blocks
 log = logging.getLogger(__name__)
 
 MONITOR = "val/obj_metric"
-LAST_CHECKPOINT = "last"
-RESULTS_FILE = "results.json"  # the test metrics and best checkpoint of a run, next to checkpoints/
-RUN_DIR_ENV = "T4_RUN_DIR"  # shared by the DDP processes of one run
-CPU_PRECISION = "32"
 
 
 def check_config(config: Mapping, stage: int) -> None:
@@ -142,14 +143,6 @@ def initialise_student(config: Mapping, stage: int) -> tuple[torch.nn.Module, to
 
 
 # ------------------------------------------------------------------------------------------------ data
-def loader_kwargs(num_workers: int, seed: int = 0) -> dict:
-    """DataLoader options. Each loader draws its workers' base seed from its own generator, not from torch's
-    global RNG, so creating a loader (every epoch, after a resume, for validation) never shifts the
-    augmentation draws of the training steps."""
-    return {"num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": torch.cuda.is_available(),
-            "generator": torch.Generator().manual_seed(seed)}
-
-
 class SamplerStateDataModule(pl.LightningDataModule):
     """A data module whose resumable batch sampler (``self.sampler``: ``state_dict`` / ``load_state_dict`` /
     ``set_epoch``) is part of the checkpoint, so a run resumed mid-epoch continues with the same batches.
@@ -244,6 +237,7 @@ class T4DataModule(SamplerStateDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._concat_loader(TEST_SETS, "test")
 
+
 class SamplerEpoch(pl.Callback):
     """Selects the sampler's permutations of each epoch (``set_epoch``) before its iterator is created.
 
@@ -258,75 +252,18 @@ class SamplerEpoch(pl.Callback):
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-def trainer_kwargs(config: Mapping) -> dict:
-    """``trainer.*`` config keys for ``pl.Trainer``; mixed precision falls back to float32 without CUDA."""
-    kwargs = dict(config["trainer"])
-    accelerator = kwargs.get("accelerator", "auto")  # an open trainer key: absent means Lightning's own default
-    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
-    if on_cpu and str(kwargs["precision"]) in ("16-mixed", "16", "16-true", "bf16-true"):
-        log.warning("trainer.precision=%s needs a GPU; using %s on the CPU", kwargs["precision"], CPU_PRECISION)
-        kwargs["precision"] = CPU_PRECISION
-    if on_cpu and kwargs.get("benchmark"):
-        kwargs["benchmark"] = False  # cudnn only
-    return kwargs
-
-
-def make_run_dir(config: Mapping, resume_from: str | None, default_name: str | None = None) -> Path:
-    """The run folder (shared by all DDP processes through ``T4_RUN_DIR``); a resumed run keeps its folder.
-    Named ``wandb.name``, else ``default_name``, else ``<arch>_stage``, plus time and process id."""
-    if resume_from:
-        checkpoint = Path(resume_from).resolve()
-        if checkpoint.parent.name == "checkpoints":
-            return checkpoint.parent.parent
-    if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP child process
-        return Path(os.environ[RUN_DIR_ENV])
-    root = Path(config["trainer"]["default_root_dir"])
-    project = config["wandb"]["project"]
-    name = config["wandb"]["name"] or default_name or f"{config['arch']}_stage"
-    run_dir = (root / project / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}").resolve()
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    return run_dir
-
-
 def _build_trainer(config: Mapping, stage: int, run_dir: Path, loggers: list,
                    checkpoint_io: SafeCheckpointIO | None = None) -> pl.Trainer:
     """The trainer of a run; every checkpoint it loads goes through ``safe_load`` (``checkpoint_io``)."""
-    checkpoint_dir = run_dir / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-{epoch}-{step}", monitor=MONITOR, mode="max",
-                        save_top_k=1),
-        # last.ckpt after every validation / epoch: Lightning 2.6's save_last=True only rewrites it when a
-        # top-k checkpoint was saved in the same step, which leaves a stale last.ckpt to resume from
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
-                        enable_version_counter=False),
+        *checkpoint_callbacks(run_dir / "checkpoints", MONITOR, config["training"]["checkpoint_every_n_steps"]),
         SamplerEpoch(),
-        ResumePoints(checkpoint_dir / f"{LAST_CHECKPOINT}.ckpt", config["training"]["checkpoint_every_n_steps"]),
         EnergyCallback(run_dir / "codecarbon", stage),
         ComplexityCallback(),
     ]
-    kwargs = trainer_kwargs(config)
-    kwargs.setdefault("default_root_dir", str(run_dir))
-    if stage == 2 and kwargs.get("strategy") == "ddp":
-        # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
-        # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
-    kwargs["plugins"] = [*(kwargs.get("plugins") or []), checkpoint_io or SafeCheckpointIO()]
-    return pl.Trainer(**kwargs, logger=loggers, callbacks=callbacks, use_distributed_sampler=False)
-
-
-def plain_config(value):
-    """A Sacred config (``ReadOnlyDict`` / ``ReadOnlyList``) as plain dicts, lists and tuples (a deep copy)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain_config(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(plain_config(v) for v in value)
-    if isinstance(value, list):
-        return [plain_config(v) for v in value]
-    return copy.deepcopy(value)
-
-
-def _float_metrics(metrics: Mapping) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+    # stage 2 trains whole backbones, some of whose parameters take no part in the SED forward pass
+    # (e.g. ATST's mask token, BEATs' predictor): DDP must look for unused parameters
+    return build_trainer(config, run_dir, loggers, callbacks, checkpoint_io, unused_parameters=stage == 2)
 
 
 def train(config: dict, stage: int) -> dict:
@@ -353,35 +290,14 @@ def train(config: dict, stage: int) -> dict:
     run_info = {**run_metadata(stage), "run_dir": str(run_dir)}
     system = SEDSystem(config, stage, student, teacher=teacher, sub_batch_slices=data.sub_batch_slices(),
                        eval_sets=eval_sets, run_info=run_info)
-    # a resumed run writes its metrics next to the first part's instead of replacing them
-    csv_version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}" if resume_from else ""
-    loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version)
+    loggers = make_loggers(config, run_dir, run_info, csv_version=csv_version(resume_from))
     try:
         trainer = _build_trainer(config, stage, run_dir, loggers, checkpoint_io)
-        with warnings.catch_warnings():
-            # the data module restores the sampler's mid-epoch position itself (T4DataModule.state_dict)
-            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
-            trainer.fit(system, datamodule=data, ckpt_path=resume_from, weights_only=True)
-        fit_metrics = _float_metrics(trainer.callback_metrics)  # the last validation (test replaces them)
-        last = run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
-        best = trainer.checkpoint_callback.best_model_path or (str(last) if last.is_file() else "")
-        if best:
-            system.load_state_dict(safe_load(best)["state_dict"])
-        else:
-            log.warning("no checkpoint was written: testing the final weights")
-        trainer.test(system, datamodule=data)
-        result = {**fit_metrics, **_float_metrics(trainer.callback_metrics)}
+        result = fit_and_test(trainer, system, data, run_dir, resume_from)
     finally:
         finish_loggers(loggers)
-    result.update(best_model_path=str(best), run_dir=str(run_dir))
     write_results(run_dir, result)
     return result
-
-
-def write_results(run_dir: Path, result: Mapping) -> None:
-    """``<run_dir>/results.json``: the command's result (test metrics, best checkpoint), written by rank 0."""
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        atomic_write_text(run_dir / RESULTS_FILE, json.dumps(dict(result), indent=1, sort_keys=True) + "\n")
 
 
 def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
@@ -402,7 +318,7 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
     try:
         trainer = _build_trainer(config, stage, run_dir, loggers)
         trainer.test(system, datamodule=data)
-        result = _float_metrics(trainer.callback_metrics)
+        result = float_metrics(trainer.callback_metrics)
     finally:
         finish_loggers(loggers)
     result.update(tested_checkpoint=str(path), run_dir=str(run_dir))
@@ -411,5 +327,5 @@ def test_checkpoint(config: dict, stage: int, ckpt_path: str) -> dict:
 
 
 __all__ = ["train", "test_checkpoint", "plain_config", "initialise_student", "T4DataModule", "SamplerStateDataModule",
-           "SamplerEpoch", "load_eval_sets", "trainer_kwargs", "make_run_dir", "write_results", "loader_kwargs",
-           "preflight", "start_checkpoints"]
+           "SamplerEpoch",
+           "load_eval_sets", "trainer_kwargs", "preflight", "start_checkpoints"]
