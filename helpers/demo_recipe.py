@@ -39,8 +39,8 @@ from helpers.reference_recipe import apply_updates, reference_config
 DEMO_ARCHS = ("atst_frame", "beats")
 OUTPUT_DIR = configs.REPO_ROOT / "outputs" / "demo"
 DEMO_SEED = 1234
-# Epochs per arch: (iteration 1 stage 1, iteration 1 stage 2, iteration 2 stage 1). Stage 2 needs its two epochs:
-# with one, the BEATs model's devtest PSDS1 stayed at 0.001 (F1 0.20); with two it reached 0.041 (F1 0.34).
+# Epochs per arch: (iteration 1 stage 1, iteration 1 stage 2, iteration 2 stage 1). BEATs' stage 2 needs its two
+# epochs: with one (issue 18's run), its devtest PSDS1 stayed at 0.001 (F1 0.20); with two it reached 0.016 (F1 0.24).
 DEMO_EPOCHS = {"atst_frame": (3, 2, 2), "fpasst": (3, 1, 1), "beats": (3, 2, 1)}
 # No validation pass while training: the demo's runs are too short to validate more than once, after their last
 # epoch, and then the "best" checkpoint is always the last one (~30 s of CPU per run saved). The test sets still run.
@@ -64,7 +64,7 @@ STAGE2_OVERRIDES = {
 }
 # Per-arch model settings: the reference README's for BEATs (raw tokens, interpolated to the CNN frames). Its tokens
 # averaged over frequency (beats.pool_frequency, which makes the CRNN frames follow time: bench/diagnose_fusion.py)
-# learned less in the demo (devtest F1 after stage 2: 0.143 against 0.34 without), so the demo keeps the reference's.
+# learned less in the demo (devtest F1 after stage 2: 0.143 against 0.237 without), so the demo keeps the reference's.
 ARCH_SETTINGS = {"beats": {"t4_wrapper.no_wrapper": True, "t4_wrapper.embed_pool": "int",
                            "t4_wrapper.interpolation_mode": "nearest-exact"}}
 # Iteration 2, stage 1: the pseudo-label term on (the reference's iteration-2 weight, 1.5) and a lower learning
