@@ -13,7 +13,7 @@ TORCH_VERSION := $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 TORCH_INDEX ?=
 UV_VERSION := 0.13.9
 
-.PHONY: venv venv-rebuild env-check lock demo demo-data demo-audioset demo-downstream hear-validate test test-fast bench clean-demo
+.PHONY: venv venv-rebuild env-check lock demo demo-data demo-audioset demo-downstream hear-validate test test-fast mutation bench clean-demo
 
 venv: $(STAMP)
 
@@ -88,9 +88,15 @@ test: venv
 	$(PY) -m helpers.env_check
 	$(PY) -m pytest
 
+# Everything but the long runs (recipe training runs, the full cSEBBs grid); keeps the reference-fixture equivalence.
 test-fast: venv
 	$(PY) -m helpers.env_check
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not slow"
+
+# Mutation testing of the numeric core (mutmut, then hand-made mutants); hours on 2 cores, not part of CI.
+# Report: .mutation/summary.json; docs/MUTATION.md holds the last one.
+mutation: venv
+	$(PY) -m tests.mutation
 
 # Speed against the machine's limit: per arch time, memory, GFLOP/s and % of the matmul ceiling measured in the same
 # run (models, training steps, inference real-time factor), then data loading and evaluation. See docs/PERFORMANCE.md.

@@ -190,6 +190,7 @@ def test_inference_cli_runs_an_audioset_strong_model(teacher_run, tmp_path):
     assert (folder / "clip.png").is_file()
 
 
+@pytest.mark.slow  # two training processes: the long tier, like tests/test_ddp.py
 def test_ddp_two_cpu_processes(as_strong_demo, tmp_path):
     config = as_config_for(as_strong_demo, tmp_path / "out", trainer=dict(accelerator="cpu", devices=2,
                                                                           strategy="ddp"))

@@ -18,6 +18,7 @@ DDP_TIMEOUT_S = 300
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(demo_tiny, tmp_path):
     root, resources = demo_tiny
     config = tiny_config(1, "atst_frame", root, resources, tmp_path / "out", accelerator="cpu", devices=2,

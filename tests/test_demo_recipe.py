@@ -10,6 +10,7 @@ from data_util.layout import PSEUDO_LABEL_SETS
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_demo_recipe_runs_both_iterations_with_two_archs(demo_tiny, tmp_path, capsys):
     from helpers import demo_recipe
 

@@ -88,6 +88,9 @@ def test_mean_teacher_and_ict_terms():
     assert torch.allclose(weak_term, F.mse_loss(s_weak[2:], t_weak[2:]))
     term = losses.ict_term(s_strong, s_weak, t_strong * 2, t_weak, mse, weak_factor=0.0)
     assert torch.allclose(term, F.mse_loss(s_strong, (t_strong * 2).clamp(0, 1)))  # teacher clamped, no weak
+    # The reference's ICT sub-batch term: strong MSE + weak MSE / 2 (weak_factor 1).
+    term = losses.ict_term(s_strong, s_weak, t_strong, t_weak, mse)
+    assert torch.allclose(term, F.mse_loss(s_strong, t_strong) + F.mse_loss(s_weak, t_weak) / 2)
 
 
 def test_stage_strategies_reproduce_the_reference_scales():
@@ -185,3 +188,45 @@ def test_optimizer_groups_weight_decay_and_schedules():
     assert math.isclose(adamw.param_groups[1]["lr"], 0.5e-4)
     with pytest.raises(ValueError, match="schedule_mode"):
         build_scheduler(adamw, 10, schedule_mode="step")
+
+
+# ------------------------------------------------------------------ guards and clamps (mutation-testing survivors)
+def test_bce_clamps_both_ends_and_empty_selection_is_float32():
+    loss = losses.loss_function("BCELoss")
+    below = loss(torch.tensor([-1e-7, 0.5]), torch.tensor([0.0, 1.0]))  # a rounding error below 0
+    assert torch.allclose(below, F.binary_cross_entropy(torch.tensor([0.0, 0.5]), torch.tensor([0.0, 1.0])))
+    for dtype in (torch.float16, torch.bfloat16):
+        zero = loss(torch.zeros(0, 27, dtype=dtype), torch.zeros(0, 27, dtype=dtype))
+        assert zero.dtype == torch.float32 and zero.item() == 0.0
+
+
+def test_loss_errors_name_the_config_key():
+    with pytest.raises(ValueError, match=r"^loss='L1' is unknown"):
+        losses.loss_function("L1")
+    with pytest.raises(ValueError, match=r"^loss='L1' is unknown"):
+        losses.LossFunction("L1")
+    with pytest.raises(ValueError, match=r"^loss: prediction \(2,\) and target \(3,\) differ"):
+        losses.loss_function("MSELoss")(torch.zeros(2), torch.zeros(3))
+
+
+def test_ssl_weight_ramp_edges():
+    assert losses.ssl_weight(5, 0, 2.0, 3.0) == 6.0  # no ramp: the cap at once
+    assert losses.ssl_weight(0, 1, 2.0, 3.0) == 0.0  # a one-step ramp starts at 0
+    assert losses.ssl_weight(1, 1, 2.0, 3.0) == 2.0
+
+
+def test_ict_term_clamps_both_teachers_to_probabilities():
+    s_strong, s_weak = _probs(4, 27, 156), _probs(4, 27, seed=3)
+    t_strong = _probs(4, 27, 156, seed=4) * 3 - 1  # values in (-1, 2)
+    t_weak = _probs(4, 27, seed=5) * 3 - 1
+    mse = losses.loss_function("MSELoss")
+    term = losses.ict_term(s_strong, s_weak, t_strong, t_weak, mse)
+    expected = F.mse_loss(s_strong, t_strong.clamp(0, 1)) + F.mse_loss(s_weak, t_weak.clamp(0, 1)) / 2
+    assert torch.allclose(term, expected)
+
+
+def test_supervised_terms_weighting():
+    terms = losses.SupervisedTerms(maestro=torch.tensor(1.0), real_strong=torch.tensor(2.0),
+                                   synth=torch.tensor(3.0), weak=torch.tensor(4.0))
+    assert terms.weighted_strong(WEIGHTS).item() == pytest.approx(0.5 * 1 + 0.25 * 2 + 0.12 * 3)
+    assert terms.weighted_weak(WEIGHTS).item() == pytest.approx(0.1 * 4)

@@ -26,7 +26,7 @@ SEBBS = FIXTURES / "sebbs_dcase2023task4a"
 VERY_NEGATIVE_LOGIT = -30.0
 PROBABILITY_CLIP = 1e-7
 
-# evaluation.md: sed_scores_eval on the 20 real score tables against their ground truth
+# sed_scores_eval on the 20 real score tables against their ground truth (provenance: tests/fixtures/README.md)
 REFERENCE = {
     "psds1": 0.2697432829693092,
     "psds2": 0.5810546313412599,
@@ -190,9 +190,9 @@ def test_maestro_ground_truth_shift_threshold_and_merge():
     table = pd.DataFrame(
         [("r-000000-001000.wav", 8.0, 10.0, "car", 0.8), ("r-000500-001500.wav", 5.0, 6.0, "car", 0.7),
          ("r-000500-001500.wav", 6.0, 7.0, "car", 0.6), ("r-000500-001500.wav", 0.0, 2.0, "birds_singing", 0.3),
-         ("r-000500-001500.wav", 1.0, 2.0, "coffee machine", 0.9)],
+         ("r-000500-001500.wav", 1.0, 2.0, "coffee machine", 0.9), ("r-000500-001500.wav", 0.0, 1.0, "car", 0.5)],
         columns=["filename", "onset", "offset", "event_label", "confidence"],
     )
-    # car 8-10 (chunk 0) and 10-11, 11-12 (chunk at 5 s) touch -> one event 8-12; low confidence and
-    # unscored classes are dropped
+    # car 8-10 (chunk 0) and 10-11, 11-12 (chunk at 5 s) touch -> one event 8-12; low confidence (0.3, and 0.5:
+    # the cut is confidence > 0.5) and unscored classes are dropped
     assert recording_ground_truth(table) == {"r": [(8.0, 12.0, "car")]}

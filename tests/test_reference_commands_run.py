@@ -143,6 +143,7 @@ def _assert_trained(result: dict, arch: str, stage: int, wandb_name: str) -> dic
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(STAGE1_BY_ARCH))
 def test_stage1_readme_command_runs(arch, demo_tiny, tmp_path, stage1_results):
     command = STAGE1_BY_ARCH[arch]
@@ -166,6 +167,7 @@ def test_stage1_readme_command_runs(arch, demo_tiny, tmp_path, stage1_results):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(STAGE2_BY_ARCH))
 def test_stage2_readme_command_runs_from_its_stage1_checkpoint(arch, demo_tiny, tmp_path, stage1_results, monkeypatch):
     command = STAGE2_BY_ARCH[arch]

@@ -40,6 +40,7 @@ def _backbone(state: dict) -> dict:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_stage1_then_stage2(arch, demo_tiny, tmp_path):
     from helpers.training.train import train
