@@ -248,7 +248,8 @@ def settings_changes(steps: dict[str, Step]) -> list[str]:
         rest = [f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in changes.items()
                 if not _matches(k, TINY_MODEL_KEYS)]
         lines.append(f"  {label}: " + "; ".join(rest))
-    first = ("  every step (tiny random-initialised models, float32 on the CPU): " + "; ".join(f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in sorted(tiny.items())))
+    first = "  every step (tiny random-initialised models, float32 on the CPU): " + "; ".join(
+        f"{k} {_shown(ref)} -> {_shown(demo)}" for k, (ref, demo) in sorted(tiny.items()))
     return [first, *lines]
 
 
@@ -364,9 +365,9 @@ def main(argv=None) -> dict:
     epochs = {arch: tuple(args.max_epochs) if args.max_epochs else DEMO_EPOCHS.get(arch, (2, 1, 1))
               for arch in args.archs}
     first, second = args.archs
-    clear_previous_run(
-        out, predictions, ["untrained", *(f"i{i}_{arch}_stage{s}" for arch in args.archs for i, s in ((1, 1), (1, 2), (2, 1)))],
-        [f"i{i}_{name}" for i in (1, 2) for name in (*args.archs, "ensemble")], recipe.echo)
+    step_names = ["untrained", *(f"i{i}_{arch}_stage{s}" for arch in args.archs for i, s in ((1, 1), (1, 2), (2, 1)))]
+    clear_previous_run(out, predictions, step_names,
+                       [f"i{i}_{name}" for i in (1, 2) for name in (*args.archs, "ensemble")], recipe.echo)
     print("Changes from the reference recipe (its README commands, iteration 2) for tiny models trained for minutes:")
     print("\n".join(settings_changes({
         f"{kind}, {arch}": train_step("-", module, arch, epochs[arch][index], overrides)
