@@ -46,8 +46,10 @@ lock:
 
 HEAR_DEMO_TASK := demo_data/hear/demo_office_events-demo-full
 
+# --reuse: a complete demo tree of this preset and seed (its demo_manifest.json says which) is kept as it is; an
+# incomplete or different one is regenerated; a folder that is not a demo tree is never deleted.
 demo-data: venv
-	$(PY) -m data_util.demo --out demo_data --preset small --workers 2
+	$(PY) -m data_util.demo --out demo_data --preset small --workers 2 --reuse
 	$(PY) -m data_util.demo_hear --out $(HEAR_DEMO_TASK) --overwrite
 
 # Downstream fine-tuning on the demo HEAR task (a small synthetic event task in the HEAR 2021 layout): full

@@ -154,6 +154,7 @@ class ATSTFrame(_Backbone):
 @dataclass
 class BEATs(_Backbone):
     pretrained_name: str | None = key(None, "backbone weights to start from (file or name)")
+    pool_frequency: bool = key(False, "average each time step's 8 frequency-patch tokens (the demo; reference: off)")
 
 
 # ------------------------------------------------------------------------------------------------ SED model

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal as sp_signal
 
+from data_util.atomic import atomic_write_text
 from data_util.classes import CLASSES, DESED_CLASSES, MAESTRO_CLASSES
 from data_util.layout import EXCLUDE_LISTS, SETS
 from data_util.tsv import Event
@@ -790,20 +791,72 @@ def clear_output_dir(root: Path, manifest: str, overwrite: bool) -> None:
         shutil.rmtree(root)
 
 
+def demo_tree_state(root, preset: str, seed: int, maestro_val_hop: float = MAESTRO_TRAIN_HOP_S) -> str:
+    """What is at ``root``: "empty" (missing or empty folder), "complete" (a finished demo tree of this preset,
+    seed and MAESTRO validation hop whose audio folders hold the counts of its manifest), "different" (a finished
+    demo tree of another preset / seed / hop), "incomplete" (a demo tree whose generation did not finish, or
+    whose files were removed since), or "foreign" (files without a readable demo manifest: not ours to delete).
+    """
+    root = Path(root)
+    if not root.exists() or not any(root.iterdir()):
+        return "empty"
+    try:
+        manifest = json.loads((root / DEMO_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "foreign"
+    if not isinstance(manifest, dict) or manifest.get("generator") != "data_util.demo":
+        return "foreign"
+    # manifests written before the "complete" flag existed were only written at the end of a generation
+    if not manifest.get("complete", True):
+        return "incomplete"
+    wanted = {"preset": preset, "seed": seed, "maestro_val_hop": maestro_val_hop}
+    if any(manifest.get(key) != value for key, value in wanted.items()):
+        return "different"
+    found = {name: sum(1 for _ in (root / spec_set.audio).glob("*.wav")) for name, spec_set in SETS.items()}
+    if found != manifest.get("counts") or found != expected_counts(preset, maestro_val_hop):
+        return "incomplete"
+    return "complete"
+
+
+def _write_manifest(root: Path, preset: str, seed: int, maestro_val_hop: float, counts: dict, complete: bool) -> None:
+    manifest = {"generator": "data_util.demo", "preset": preset, "seed": seed, "maestro_val_hop": maestro_val_hop,
+                "counts": counts, "complete": complete}
+    atomic_write_text(root / DEMO_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def generate(out_dir, preset: str = "tiny", seed: int = 0, *, workers: int = 1,
-             maestro_val_hop: float = MAESTRO_TRAIN_HOP_S, overwrite: bool = False) -> dict[str, int]:
+             maestro_val_hop: float = MAESTRO_TRAIN_HOP_S, overwrite: bool = False, reuse: bool = False) -> dict[str, int]:
     """Write the demo dataset under ``out_dir`` (resources-side files under ``out_dir/resources``).
 
     Returns the number of audio files written per set (keys of ``SETS``; the two external strong sets share
     one folder and report its total), equal to ``expected_counts(preset, maestro_val_hop)``.
+
+    A non-empty ``out_dir`` is refused unless ``overwrite`` (replace any demo tree) or ``reuse`` (keep a complete
+    tree of the same preset, seed and hop as it is; replace an incomplete or different demo tree). A folder
+    without a demo manifest is never deleted. The manifest is written first with ``"complete": false`` and
+    rewritten with ``true`` at the end, so an interrupted generation is recognised as incomplete.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r}; expected one of {sorted(PRESETS)}")
     _hop_samples(maestro_val_hop)  # validate before touching the disk
     root = Path(out_dir)
-    clear_output_dir(root, DEMO_MANIFEST, overwrite)
+    state = demo_tree_state(root, preset, seed, maestro_val_hop)
+    if state == "complete" and reuse:
+        log.info("%s already holds the complete %s demo dataset (seed %d): reused", root, preset, seed)
+        return expected_counts(preset, maestro_val_hop)
+    if state != "empty":
+        if state == "foreign":
+            raise FileExistsError(f"{root} is not empty and holds no {DEMO_MANIFEST}: refusing to delete it")
+        if not (overwrite or reuse):
+            raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace a demo tree "
+                                  "or reuse=True (--reuse) to keep a complete one")
+        log.info("%s holds a%s demo tree: regenerating it", root,
+                 {"complete": " complete", "different": " different", "incomplete": "n incomplete"}[state])
+        shutil.rmtree(root)
     resources = root / RESOURCES_SUBDIR
     spec = PRESETS[preset]
+    root.mkdir(parents=True, exist_ok=True)
+    _write_manifest(root, preset, seed, maestro_val_hop, expected_counts(preset, maestro_val_hop), complete=False)
 
     names_rng, taken = _rng(seed, "names", _PLAN), set()
     clip_jobs: dict[str, list[ClipJob]] = {}
@@ -828,9 +881,7 @@ def generate(out_dir, preset: str = "tiny", seed: int = 0, *, workers: int = 1,
     _write_maestro_tsvs(root, recording_jobs, chunk_rows)
     _write_resources(resources, seed, clip_jobs)
     counts = {name: sum(1 for _ in (root / spec_set.audio).glob("*.wav")) for name, spec_set in SETS.items()}
-    manifest = {"generator": "data_util.demo", "preset": preset, "seed": seed, "maestro_val_hop": maestro_val_hop,
-                "counts": counts}
-    (root / DEMO_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_manifest(root, preset, seed, maestro_val_hop, counts, complete=True)
     return counts
 
 
@@ -842,7 +893,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes rendering clips in parallel")
     parser.add_argument("--maestro-val-hop", type=float, default=MAESTRO_TRAIN_HOP_S,
                         help="chunk hop (s) of the MAESTRO validation recordings (the final DCASE data: 5)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing demo tree at --out")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing demo tree at --out")
+    existing.add_argument("--reuse", action="store_true",
+                          help="keep a complete demo tree of the same preset, seed and hop at --out; "
+                               "regenerate an incomplete or different one (what `make demo` does)")
     parser.add_argument("--describe", action="store_true", help="print the class -> sound table and exit")
     args = parser.parse_args(argv)
     if args.describe:
@@ -852,8 +907,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    counts = generate(args.out, args.preset, args.seed, workers=args.workers, maestro_val_hop=args.maestro_val_hop,
-                      overwrite=args.overwrite)
+    if args.reuse and demo_tree_state(args.out, args.preset, args.seed, args.maestro_val_hop) == "complete":
+        log.info("%s already holds the complete %s demo dataset (seed %d, %s): kept as it is (--overwrite "
+                 "regenerates it)", args.out, args.preset, args.seed, DEMO_MANIFEST)
+        return 0
+    try:
+        counts = generate(args.out, args.preset, args.seed, workers=args.workers,
+                          maestro_val_hop=args.maestro_val_hop, overwrite=args.overwrite, reuse=args.reuse)
+    except FileExistsError as error:
+        parser.exit(1, f"{parser.prog}: {error}\n")
     log.info("wrote the %s demo dataset (seed %d) to %s in %.1f s: %s", args.preset, args.seed, args.out,
              time.perf_counter() - started, ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0

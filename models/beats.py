@@ -483,8 +483,13 @@ class BEATs(nn.Module):
         deep_norm: bool = True,
         layer_wise_gradient_decay_ratio: float = 1.0,
         predictor_classes: int = 527,
+        pool_frequency: bool = False,
     ) -> None:
         super().__init__()
+        # True: each time step's frequency-patch tokens are averaged, (B, T'·F', C) -> (B, T', C), so the tokens
+        # form a time sequence (no parameters; off in the reference, whose SED wrapper interpolates the interleaved
+        # 8·t + f sequence in time: docs/DIFFERENCES.md)
+        self.pool_frequency = pool_frequency
         if not 0 <= drop_top_layers < depth:
             raise ValueError(f"drop_top_layers={drop_top_layers} must be in [0, depth={depth})")
         self.embed_dim = embed_dim
@@ -536,13 +541,18 @@ class BEATs(nn.Module):
         return cls(**kwargs)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """spec (B, 1, F, T) frequency first → tokens (B, (T // 16) · (F // 16), embed_dim), index 8·t + f."""
+        """spec (B, 1, F, T) frequency first → tokens (B, (T // 16) · (F // 16), embed_dim), index 8·t + f; with
+        ``pool_frequency`` (B, T // 16, embed_dim), the mean over each time step's F // 16 tokens."""
         if spec.dim() != 4 or spec.shape[1] != 1:
             raise ValueError(f"BEATs expects a front-end output (B, 1, F, T), got shape {tuple(spec.shape)}")
         x = self.patch_embedding(spec.transpose(2, 3))  # (B, P, T', F')
+        B, _, T, Fr = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, T'·F', P), time-major
         x = self.dropout_input(self.post_extract_proj(self.layer_norm(x)))  # (B, N, C)
-        return self.encoder(x)
+        x = self.encoder(x)
+        if self.pool_frequency:
+            x = x.view(B, T, Fr, x.shape[-1]).mean(dim=2)  # (B, T', C)
+        return x
 
     # --- parameter groups and layer dropping -----------------------------------------------------------
 

@@ -259,6 +259,20 @@ def test_tiny_under_autocast():
     assert tokens.shape == (1, 80, 64) and torch.isfinite(tokens.float()).all()
 
 
+def test_pool_frequency_averages_each_time_steps_frequency_tokens():
+    torch.manual_seed(0)
+    interleaved = _randomised_tiny().eval()
+    pooled = BEATs(**TINY, pool_frequency=True).eval()
+    assert pooled.state_dict().keys() == interleaved.state_dict().keys()  # no parameters: same checkpoints
+    pooled.load_state_dict(interleaved.state_dict())
+    spec = torch.randn(2, 1, 128, 160)  # 10 time steps x 8 frequency patches
+    with torch.no_grad():
+        tokens, frames = interleaved(spec), pooled(spec)
+    assert tokens.shape == (2, 80, 64) and frames.shape == (2, 10, 64)
+    torch.testing.assert_close(frames, tokens.view(2, 10, 8, 64).mean(dim=2))
+    torch.testing.assert_close(frames[:, 3], tokens[:, 24:32].mean(dim=1))  # index 8·t + f: time step 3
+
+
 # --- layer dropping, parameter groups, cfg ---------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import re
+import shutil
 import wave
 from pathlib import Path
 
@@ -235,9 +237,47 @@ def test_generate_refuses_to_overwrite_foreign_folders(tree, tmp_path):
         demo.generate(tmp_path, "tiny")
     with pytest.raises(FileExistsError, match="refusing"):
         demo.generate(tmp_path, "tiny", overwrite=True)
+    with pytest.raises(FileExistsError, match="refusing"):
+        demo.generate(tmp_path, "tiny", reuse=True)
+    assert demo.demo_tree_state(tmp_path, "tiny", 0) == "foreign"
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="unknown demo preset"):
         demo.generate(tmp_path / "new", "huge")
+
+
+def test_reuse_keeps_a_complete_tree_and_regenerates_an_incomplete_or_different_one(tree, tmp_path, monkeypatch,
+                                                                                     capsys):
+    root = tmp_path / "demo_data"
+    shutil.copytree(tree, root)
+    recipe_output = root / "predictions" / "i1_ensemble" / "devtest.hdf5"  # what the demo recipe writes inside
+    recipe_output.parent.mkdir(parents=True)
+    recipe_output.write_text("kept")
+    assert demo.demo_tree_state(root, "tiny", 0) == "complete"
+    assert demo.generate(root, "tiny", seed=0, reuse=True) == demo.EXPECTED_COUNTS["tiny"]
+    assert recipe_output.read_text() == "kept"  # nothing was regenerated
+    assert demo.main(["--out", str(root), "--preset", "tiny", "--reuse"]) == 0
+    with pytest.raises(SystemExit) as exit_info:  # without --reuse: one line, no traceback
+        demo.main(["--out", str(root), "--preset", "tiny"])
+    assert exit_info.value.code == 1 and "--reuse" in capsys.readouterr().err
+
+    victim = sorted((root / SETS["devtest"].audio).glob("*.wav"))[0]
+    victim.unlink()
+    assert demo.demo_tree_state(root, "tiny", 0) == "incomplete"
+    demo.generate(root, "tiny", seed=0, reuse=True)
+    assert filecmp.cmp(victim, tree / victim.relative_to(root), shallow=False) and not recipe_output.exists()
+
+    assert demo.demo_tree_state(root, "tiny", 1) == demo.demo_tree_state(root, "small", 0) == "different"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:  # another seed: the tree is replaced; stopped early, it reads "incomplete"
+        patch.setattr(demo, "_run", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            demo.generate(root, "tiny", seed=1, reuse=True)
+    manifest = json.loads((root / demo.DEMO_MANIFEST).read_text())
+    assert manifest["seed"] == 1 and manifest["complete"] is False and not victim.exists()
+    assert demo.demo_tree_state(root, "tiny", 1) == "incomplete"
+    assert demo.demo_tree_state(tmp_path / "nothing", "tiny", 0) == "empty"
 
 
 @pytest.mark.parametrize("name", CLASSES)
