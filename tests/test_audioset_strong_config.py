@@ -92,6 +92,6 @@ def test_weak_head_size():
 def test_a_typo_on_the_command_line_exits_2_before_anything_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ex_audioset_strong", "with", "demo", "arch=atst_frame",
                              "strong_augment.mix_augment.mixup_pp=0.3", f"trainer.default_root_dir={tmp_path}"],
-                            cwd=configs.REPO_ROOT, capture_output=True, text=True, timeout=120)
+                            cwd=configs.REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "unknown config key 'strong_augment.mix_augment.mixup_pp'" in result.stderr
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []

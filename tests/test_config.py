@@ -179,7 +179,7 @@ def test_command_line_typo_exits_with_one_clear_message():
 
     result = subprocess.run(
         [sys.executable, "-m", "ex_stage1", "print_config", "with", "arch=atst_frame", "optimizer.crnn_lrr=1"],
-        cwd=configs.REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=configs.REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
     assert "unknown config key 'optimizer.crnn_lrr'" in result.stderr

@@ -96,7 +96,7 @@ def test_stage2_blocks_override_only_what_differs():
 def test_bad_value_on_the_command_line_creates_no_run_folder(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "ex_stage1", "with", "demo", "arch=atst_frame", "training.batch_sizes=abcde",
-         f"trainer.default_root_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+         f"trainer.default_root_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "training.batch_sizes='abcde' must be a list of integers" in result.stderr
     assert "Traceback" not in result.stderr
