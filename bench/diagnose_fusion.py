@@ -207,40 +207,46 @@ def main(argv=None) -> dict:
     if not (data / "demo_manifest.json").is_file():
         parser.error(f"{data} holds no demo dataset: run `make demo-data` (or python -m data_util.demo --out {data} "
                      "--preset small --reuse) first")
-    logging.disable(logging.WARNING)  # the experiments' own warnings (random init, no checkpoint) are expected here
+    # the experiments' own warnings (random init, no checkpoint) are expected here; both settings are process-wide,
+    # so they are restored afterwards (main() also runs inside the test suite)
+    threads = torch.get_num_threads()
+    logging.disable(logging.WARNING)
     torch.set_num_threads(1)
+    try:
+        first = demo_config(args.archs[0], args.stage, data, checkpoints.get(args.archs[0]))
+        datamodule = T4DataModule(first, args.stage)
+        loader = iter(datamodule.train_dataloader())
+        batches = [next(loader) for _ in range(args.batches)]  # the same batches for every model
+        slices = datamodule.sub_batch_slices()
 
-    first = demo_config(args.archs[0], args.stage, data, checkpoints.get(args.archs[0]))
-    datamodule = T4DataModule(first, args.stage)
-    loader = iter(datamodule.train_dataloader())
-    batches = [next(loader) for _ in range(args.batches)]  # the same batches for every model
-    slices = datamodule.sub_batch_slices()
+        columns = {}
+        for arch in args.archs:
+            config = demo_config(arch, args.stage, data, checkpoints.get(arch))
+            short = "atst" if arch == "atst_frame" else arch
+            columns[short] = measure(config, args.stage, batches, slices, zero_tokens=False)
+            columns[f"{short} tokens=0"] = measure(config, args.stage, batches, slices, zero_tokens=True)
+            for name, suffix, extra in VARIANTS:
+                if name == arch:
+                    variant = demo_config(arch, args.stage, data, checkpoints.get(arch), extra)
+                    columns[f"{short} {suffix}"] = measure(variant, args.stage, batches, slices, zero_tokens=False)
+        title = (f"Fusion layer (cat_tf) of the demo models, stage {args.stage}, {args.batches} demo training batches of "
+                 f"{sum(int(b) for b in first['training']['batch_sizes'])} clips"
+                 + (f", from {checkpoints}" if checkpoints else ", at initialisation (seed "
+                    f"{demo_recipe.DEMO_SEED})"))
+        print(title)
+        print(format_table(columns))
 
-    columns = {}
-    for arch in args.archs:
-        config = demo_config(arch, args.stage, data, checkpoints.get(arch))
-        short = "atst" if arch == "atst_frame" else arch
-        columns[short] = measure(config, args.stage, batches, slices, zero_tokens=False)
-        columns[f"{short} tokens=0"] = measure(config, args.stage, batches, slices, zero_tokens=True)
-        for name, suffix, extra in VARIANTS:
-            if name == arch:
-                variant = demo_config(arch, args.stage, data, checkpoints.get(arch), extra)
-                columns[f"{short} {suffix}"] = measure(variant, args.stage, batches, slices, zero_tokens=False)
-    title = (f"Fusion layer (cat_tf) of the demo models, stage {args.stage}, {args.batches} demo training batches of "
-             f"{sum(int(b) for b in first['training']['batch_sizes'])} clips"
-             + (f", from {checkpoints}" if checkpoints else ", at initialisation (seed "
-                f"{demo_recipe.DEMO_SEED})"))
-    print(title)
-    print(format_table(columns))
-
-    out = args.out or RESULTS_DIR / f"diagnose_fusion_stage{args.stage}_{data.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"title": title, "columns": columns, "stage": args.stage, "batches": args.batches,
-              "checkpoints": checkpoints, "data": str(data), "torch": torch.__version__,
-              "machine": platform.machine(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-    print(f"wrote {out}")
-    return record
+        out = args.out or RESULTS_DIR / f"diagnose_fusion_stage{args.stage}_{data.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"title": title, "columns": columns, "stage": args.stage, "batches": args.batches,
+                  "checkpoints": checkpoints, "data": str(data), "torch": torch.__version__,
+                  "machine": platform.machine(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}")
+        return record
+    finally:
+        logging.disable(logging.NOTSET)
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

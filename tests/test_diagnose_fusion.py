@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
+import torch
 
 
 @pytest.mark.integration
@@ -13,8 +15,11 @@ def test_fusion_diagnostic_measures_both_archs_and_the_zero_token_control(demo_t
 
     root, _ = demo_tiny
     out = tmp_path / "fusion.json"
+    threads = torch.get_num_threads()
     record = diagnose_fusion.main(["--data", str(root), "--batches", "1", "--out", str(out)])
     printed = capsys.readouterr().out
+    # process-wide settings it changes while measuring are restored (later tests read warnings from the log)
+    assert logging.root.manager.disable == logging.NOTSET and torch.get_num_threads() == threads
     assert json.loads(out.read_text())["columns"] == record["columns"]
     columns = record["columns"]
     assert list(columns) == ["atst", "atst tokens=0", "beats", "beats tokens=0", "beats pooled"]
