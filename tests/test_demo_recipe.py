@@ -4,6 +4,8 @@ pseudo-labels, evaluation of both ensembles; every step a real `python -m ex_sta
 import csv
 import shutil
 
+import h5py
+import numpy as np
 import pytest
 
 from data_util.layout import PSEUDO_LABEL_SETS
@@ -38,6 +40,9 @@ def test_demo_recipe_runs_both_iterations_with_two_archs(demo_tiny, tmp_path, ca
         assert (predictions / "i1_ensemble" / f"{pseudo_set}.hdf5").is_file(), pseudo_set
     stored = sorted(p.stem for p in (predictions / "i2_atst_frame").glob("*.hdf5"))
     assert stored == sorted(demo_recipe.EVAL_SETS)  # iteration 2 stores the evaluation sets only
+    for iteration in (1, 2):  # the ensembles weight ATST-Frame 2 : 1 (demo_recipe.ENSEMBLE_WEIGHTS)
+        with h5py.File(predictions / f"i{iteration}_ensemble" / "devtest.hdf5", "r") as ensemble:
+            assert np.allclose(ensemble.attrs["weights"], [2 / 3, 1 / 3])
     final = predictions / "i2_ensemble"
     assert (final / "eval_report.json").is_file()
     assert any((final / "Schmid_CPJKU_task4_X_runX.output").iterdir())  # private-eval submission folder
@@ -114,3 +119,14 @@ def test_a_new_run_removes_only_what_the_previous_run_of_the_recipe_wrote(tmp_pa
     assert not any(path.exists() for path in ours) and all(path.exists() for path in theirs)
     assert len(said) == 1 and "4 outputs of a previous demo run" in said[0]
 
+
+
+def test_ensemble_weights_favour_atst_frame_and_are_printed_as_a_change():
+    from helpers import demo_recipe
+
+    assert demo_recipe.ensemble_weights(("atst_frame", "beats")) == (2.0, 1.0)
+    assert demo_recipe.ensemble_weights(("beats", "fpasst")) == (1.0, 1.0)
+    assert any("ensemble_weights" in change and "2 : 1" in change for change in demo_recipe.RECIPE_CHANGES)
+    # iteration 2 trains with stage 1's settings plus the reference's iteration-2 pseudo-label weight
+    assert demo_recipe.ITERATION2_OVERRIDES == {**demo_recipe.STAGE1_OVERRIDES,
+                                                "loss_weights": (0.5, 1.0, 1.0, 0.5, 0.1, 1.5)}
