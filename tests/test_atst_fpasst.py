@@ -175,6 +175,31 @@ def test_atst_top_db_is_batch_wide_by_default_and_per_clip_on_request():
     assert torch.allclose(per_clip(loud)[0], per_clip(batch)[1], atol=1e-6)
 
 
+def test_atst_per_clip_front_end_equals_torchaudio_on_each_clip_with_the_clamps():
+    """``per_sample_top_db=True``: each clip as torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB(top_db=80)`` on
+    that clip alone (an independent implementation), clamped to [-50, 80] dB and scaled with the fixed MinMax. The
+    loud clip exceeds 80 dB (the upper clamp acts), the quiet one spans more than 80 dB (its own floor acts)."""
+    import torchaudio
+
+    generator = torch.Generator().manual_seed(0)
+    loud = 3e3 * torch.randn(1, SR, generator=generator)
+    quiet = 1e-3 * torch.randn(1, SR, generator=generator)
+    quiet[:, SR // 2:] *= 1e-5
+    mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=atst_frame.N_FFT, hop_length=atst_frame.HOP_LENGTH,
+                                               f_min=atst_frame.F_MIN, f_max=atst_frame.F_MAX,
+                                               n_mels=atst_frame.N_MELS)
+    to_db = torchaudio.transforms.AmplitudeToDB("power", top_db=atst_frame.TOP_DB)
+    batch = torch.cat([loud, quiet])
+    out = ATSTMel(per_sample_top_db=True)(batch)
+    for i, clip in enumerate(batch):
+        db = to_db(mel(clip))  # [64, T]: torchaudio floors a 2-D input at its own maximum - 80 dB
+        span = db.amax() - db.amin()
+        assert (db.amax() > atst_frame.DB_CLAMP_MAX) if i == 0 else (span >= atst_frame.TOP_DB - 1e-3)
+        db = db.clamp(atst_frame.DB_CLAMP_MIN, atst_frame.DB_CLAMP_MAX)
+        expected = (db - atst_frame.DB_NORM_MIN) / (atst_frame.DB_NORM_MAX - atst_frame.DB_NORM_MIN) * 2 - 1
+        torch.testing.assert_close(out[i, 0], expected, atol=1e-4, rtol=0)
+
+
 # --- fPaSST front-end: band-limit augmentation ------------------------------------------------------------
 
 def test_passt_fmax_none_and_cached_eval_matrix():
@@ -204,6 +229,46 @@ def test_passt_frequency_augmentation_only_in_training():
 
     no_aug = PaSSTMel().train()  # ranges of 1: training equals evaluation
     assert torch.equal(no_aug(wav), no_aug.eval()(wav))
+
+
+@pytest.mark.parametrize("fmin_range, fmax_range", [(10, 1), (1, 1000), (10, 1000)])
+def test_passt_training_band_is_recomputed_when_either_edge_moves(fmin_range, fmax_range):
+    """One edge drawn away from its default is enough for a new mel matrix (the other kept)."""
+    frontend = PaSSTMel(fmin_aug_range=fmin_range, fmax_aug_range=fmax_range).train()
+    moved = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        fmin = frontend.fmin + torch.randint(fmin_range, (1,)).item()
+        fmax = frontend.fmax + fmax_range // 2 - torch.randint(fmax_range, (1,)).item()
+        moved += (fmin, fmax) != (frontend.fmin, frontend.fmax)
+        torch.manual_seed(seed)
+        assert torch.equal(frontend._current_mel_basis(), frontend._mel_basis(fmin, fmax)), (seed, fmin, fmax)
+    assert moved >= 3
+
+
+def test_passt_training_band_follows_the_module_device():
+    frontend = PaSSTMel(fmin_aug_range=10, fmax_aug_range=1000).to("meta").train()
+    torch.manual_seed(0)
+    assert frontend._current_mel_basis().device.type == "meta"
+
+
+def test_passt_same_padding_by_hand():
+    """``padding="same"``: reflect-pad (win - hop) // 2 = 120 samples on each side, frames without centring:
+    frame t is the n_fft = 512 samples from 160 t, weighted by the 400-sample periodic Hann window centred in them
+    (torch.stft's zero-padded window), as numpy computes it here."""
+    wav = 0.1 * torch.randn(1, 4000, generator=torch.Generator().manual_seed(2))
+    out = PaSSTMel(padding="same").eval()(wav)[0, 0].double().numpy()  # [128, T]
+    x = wav[0].double().numpy()
+    x = x[1:] - fpasst.PREEMPHASIS * x[:-1]
+    x = np.pad(x, (120, 120), mode="reflect")
+    window = np.zeros(512)
+    window[56:456] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    frames = np.stack([x[t * 160: t * 160 + 512] * window for t in range(1 + (len(x) - 512) // 160)])
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # [T, 257]
+    mel = PaSSTMel().mel_basis.double().numpy() @ power.T
+    expected = (np.log(np.maximum(mel, fpasst.LOG_FLOOR)) + fpasst.FAST_NORM_SHIFT) / fpasst.FAST_NORM_SCALE
+    assert out.shape == expected.shape == (128, 24)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
 def test_passt_rejects_unsupported_settings():

@@ -85,3 +85,27 @@ def test_window_names_and_bad_values():
     with pytest.raises(ValueError, match=r"scaler.normtype='max'"):
         CNNMel(normtype="max")
     assert CNNMel().state_dict() == {} and CNNMel(power=2).power == 2.0
+
+
+def test_window_shorter_than_n_fft_equals_torchaudio(wav):
+    """win_length < n_fft (a 1024-sample window centred in 2048 FFT points), as torchaudio pads it."""
+    ours = CNNMel(n_fft=2048, win_length=1024, hop_length=256)
+    reference = torchaudio.transforms.MelSpectrogram(
+        sample_rate=SR, n_fft=2048, win_length=1024, hop_length=256, f_min=0.0, f_max=8000.0, n_mels=128,
+        window_fn=torch.hamming_window, wkwargs={"periodic": False}, power=1.0, center=True, pad_mode="reflect",
+        norm=None, mel_scale="htk")
+    torch.testing.assert_close(ours.mel_amplitude(wav), reference(wav).unsqueeze(1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("normtype", ["standard", "minmax"])
+def test_scaler_adds_its_epsilon_to_a_tiny_spread(normtype):
+    """A clip whose dB values spread by ~1e-8 (the epsilon's size): the reference adds 1e-8 to the std / range."""
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 0, 0] = 4e-8
+    scaled = CNNMel(normtype=normtype)._scale(x).double()
+    x = x.double()
+    if normtype == "standard":
+        expected = (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 1e-8)
+    else:
+        expected = (x - x.amin((2, 3), keepdim=True)) / (x.amax((2, 3), keepdim=True) - x.amin((2, 3), keepdim=True) + 1e-8) * 2 - 1
+    torch.testing.assert_close(scaled, expected, rtol=1e-4, atol=1e-6)
