@@ -271,6 +271,29 @@ def test_passt_same_padding_by_hand():
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
+def test_passt_defaults_have_no_masking_and_accept_a_full_window():
+    frontend = PaSSTMel()
+    assert isinstance(frontend.freqm, nn.Identity) and isinstance(frontend.timem, nn.Identity)
+    assert PaSSTMel(win_length=None).win_length == 512  # None: the FFT size
+    assert PaSSTMel(win_length=512).window.shape == (512,)  # a window as long as the FFT is allowed
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_fft": [512, 1024]}, r"passt_mel\.n_fft=\[512, 1024\]: only one STFT resolution"),
+    ({"win_length": [400, 800]}, r"passt_mel\.win_length=\[400, 800\]: only one STFT resolution"),
+    ({"win_length": 600}, r"passt_mel\.win_length=600 must not exceed passt_mel\.n_fft=512"),
+    ({"fmin_aug_range": 0}, r"passt_mel\.fmin_aug_range=0 must be >= 1"),
+    ({"fmax_aug_range": 0}, r"passt_mel\.fmax_aug_range=0 must be >= 1"),
+    ({"padding": "valid"}, r"passt_mel\.padding='valid' must be 'center' or 'same'"),
+    ({"htk": True}, r"passt_mel\.htk=True has no effect"),
+    ({"norm": 2}, r"passt_mel\.norm=2 has no effect"),
+    ({"trainable": True}, r"passt_mel\.trainable=True has no effect"),
+])
+def test_passt_errors_name_the_key_and_value(settings, message):
+    with pytest.raises(ValueError, match=message):
+        PaSSTMel(**settings)
+
+
 def test_passt_rejects_unsupported_settings():
     with pytest.raises(ValueError, match="fmax_aug_range"):
         PaSSTMel(fmax_aug_range=0)

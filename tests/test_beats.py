@@ -126,6 +126,7 @@ def test_fbank_has_no_state_and_ignores_autocast():
     torch.testing.assert_close(out, frontend(wav))
     with pytest.raises(ValueError, match="at least 400 samples"):
         frontend(torch.zeros(1, 399))
+    assert frontend(0.1 * torch.randn(1, 400)).shape == (1, 1, 128, 1)  # exactly one window: one frame
 
 
 # --- released layout -------------------------------------------------------------------------------------

@@ -109,3 +109,14 @@ def test_scaler_adds_its_epsilon_to_a_tiny_spread(normtype):
     else:
         expected = (x - x.amin((2, 3), keepdim=True)) / (x.amax((2, 3), keepdim=True) - x.amin((2, 3), keepdim=True) + 1e-8) * 2 - 1
     torch.testing.assert_close(scaled, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("power", [1.5, 3.0])
+def test_other_powers_equal_torchaudio(wav, power):
+    """Powers other than 1 (magnitude) and 2 (power) take |X|^power from |X|² as torchaudio does."""
+    ours = CNNMel(power=power)
+    reference = torchaudio.transforms.MelSpectrogram(
+        sample_rate=SR, n_fft=2048, win_length=2048, hop_length=256, f_min=0.0, f_max=8000.0, n_mels=128,
+        window_fn=torch.hamming_window, wkwargs={"periodic": False}, power=power, center=True, pad_mode="reflect",
+        norm=None, mel_scale="htk")
+    torch.testing.assert_close(ours.mel_amplitude(wav), reference(wav).unsqueeze(1), rtol=1e-4, atol=1e-3)
