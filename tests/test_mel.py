@@ -120,3 +120,15 @@ def test_other_powers_equal_torchaudio(wav, power):
         window_fn=torch.hamming_window, wkwargs={"periodic": False}, power=power, center=True, pad_mode="reflect",
         norm=None, mel_scale="htk")
     torch.testing.assert_close(ours.mel_amplitude(wav), reference(wav).unsqueeze(1), rtol=1e-4, atol=1e-3)
+
+
+def test_defaults_are_the_reference_mel_block():
+    """``CNNMel()`` = the reference's ``mel`` / ``scaler`` blocks: 16 kHz, 2048-point Hamming (non-periodic),
+    hop 256, 128 HTK mels 0-8000 Hz without filter normalisation, magnitude, per-clip min-max over (F, T)."""
+    frontend = CNNMel()
+    assert (frontend.sample_rate, frontend.n_fft, frontend.win_length, frontend.hop_length, frontend.n_mels,
+            frontend.power, frontend.normtype, frontend.dims) == (16_000, 2048, 2048, 256, 128, 1.0, "minmax", (2, 3))
+    expected = torchaudio.functional.melscale_fbanks(n_freqs=1025, f_min=0.0, f_max=8000.0, n_mels=128,
+                                                     sample_rate=16_000, norm=None, mel_scale="htk")
+    assert torch.equal(frontend.mel_matrix, expected.float())
+    assert torch.equal(frontend.window, torch.hamming_window(2048, periodic=False))
