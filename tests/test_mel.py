@@ -132,3 +132,9 @@ def test_defaults_are_the_reference_mel_block():
                                                      sample_rate=16_000, norm=None, mel_scale="htk")
     assert torch.equal(frontend.mel_matrix, expected.float())
     assert torch.equal(frontend.window, torch.hamming_window(2048, periodic=False))
+
+
+def test_f_max_below_nyquist_reaches_the_mel_matrix():
+    expected = torchaudio.functional.melscale_fbanks(n_freqs=1025, f_min=0.0, f_max=7000.0, n_mels=128,
+                                                     sample_rate=16_000, norm=None, mel_scale="htk")
+    assert torch.equal(CNNMel(f_max=7000.0).mel_matrix, expected.float())
