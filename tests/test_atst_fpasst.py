@@ -271,6 +271,33 @@ def test_passt_same_padding_by_hand():
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
+def test_passt_window_shape_and_odd_sample_rate():
+    assert torch.equal(PaSSTMel(periodic_window=False).window, torch.hann_window(400, periodic=False))
+    assert torch.equal(PaSSTMel().window, torch.hann_window(400, periodic=True))
+    assert PaSSTMel(sr=11_025).fmax == 5512.0  # sr // 2 - fmax_aug_range // 2
+
+
+def test_passt_masking_in_training_is_one_band_and_one_span_for_the_whole_batch():
+    """``freqm`` / ``timem``: torchaudio's masking with ``iid_masks=False`` (the reference): in training, one
+    frequency band and one time span set to 0 (log domain, before the fast normalisation) for every clip."""
+    wav = 0.1 * torch.randn(3, SR, generator=torch.Generator().manual_seed(4))
+    frontend = PaSSTMel(freqm=48, timem=40)
+    clean = frontend.eval()(wav)
+    frontend.train()
+    masked_value = (0.0 + fpasst.FAST_NORM_SHIFT) / fpasst.FAST_NORM_SCALE
+    rows = columns = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out = frontend(wav)
+        masked = out != clean  # [3, 1, 128, T]
+        assert torch.all(out[masked] == masked_value)
+        assert torch.equal(masked[0], masked[1]) and torch.equal(masked[0], masked[2])  # one mask for the batch
+        full_rows, full_columns = masked[0, 0].all(1), masked[0, 0].all(0)
+        assert torch.equal(masked[0, 0], full_rows[:, None] | full_columns[None, :])  # whole bands and spans only
+        rows, columns = rows + int(full_rows.sum()), columns + int(full_columns.sum())
+    assert rows > 0 and columns > 0
+
+
 def test_passt_defaults_have_no_masking_and_accept_a_full_window():
     frontend = PaSSTMel()
     assert isinstance(frontend.freqm, nn.Identity) and isinstance(frontend.timem, nn.Identity)

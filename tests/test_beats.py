@@ -127,6 +127,14 @@ def test_fbank_has_no_state_and_ignores_autocast():
     with pytest.raises(ValueError, match="at least 400 samples"):
         frontend(torch.zeros(1, 399))
     assert frontend(0.1 * torch.randn(1, 400)).shape == (1, 1, 128, 1)  # exactly one window: one frame
+    assert frontend.num_mel_bins == 128
+
+
+@pytest.mark.parametrize("frame_length_ms, win_length, n_fft", [(25.0, 400, 512), (32.0, 512, 512),
+                                                               (16.0625, 257, 512), (16.0, 256, 256)])
+def test_fbank_fft_size_is_the_window_rounded_up_to_a_power_of_two(frame_length_ms, win_length, n_fft):
+    frontend = BEATsFbank(frame_length_ms=frame_length_ms)
+    assert (frontend.win_length, frontend.n_fft) == (win_length, n_fft)
 
 
 # --- released layout -------------------------------------------------------------------------------------
