@@ -175,6 +175,17 @@ def test_atst_top_db_is_batch_wide_by_default_and_per_clip_on_request():
     assert torch.allclose(per_clip(loud)[0], per_clip(batch)[1], atol=1e-6)
 
 
+def test_atst_mel_matrix_and_frame_limit_are_the_pretrained_models():
+    """64 HTK mels 60-7800 Hz at 16 kHz on a 1024-point FFT, bit for bit as torchaudio builds them; 10 s at a 10 ms
+    hop with centre padding is 1001 frames, the chunk length of long inputs."""
+    import torchaudio
+
+    expected = torchaudio.functional.melscale_fbanks(n_freqs=513, f_min=60.0, f_max=7800.0, n_mels=64,
+                                                     sample_rate=16_000, norm=None, mel_scale="htk")
+    assert torch.equal(ATSTMel().mel_fb, expected)
+    assert atst_frame.MAX_FRAMES == 1 + 10 * SR // atst_frame.HOP_LENGTH == ATSTMel()(torch.zeros(1, 10 * SR)).shape[-1]
+
+
 def test_atst_per_clip_front_end_equals_torchaudio_on_each_clip_with_the_clamps():
     """``per_sample_top_db=True``: each clip as torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB(top_db=80)`` on
     that clip alone (an independent implementation), clamped to [-50, 80] dB and scaled with the fixed MinMax. The

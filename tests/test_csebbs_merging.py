@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sebbs.csebbs import _merge_segments as sebbs_merge_segments
 
+from helpers.evaluation import csebbs
 from helpers.evaluation.csebbs import Boxes, ChangePoints, boxes_to_arrays, detect_change_points, merge_segments
 
 
@@ -73,3 +74,26 @@ def test_change_points_of_one_clip_and_of_none():
     assert list(cp.clip) == [0, 0] and list(cp.cls) == [0, 1]
     with pytest.raises(ValueError, match="needs at least one clip"):
         detect_change_points([], [], 0.3)
+
+
+def test_run_sums_equal_numpys_own_sum_bit_for_bit():
+    """``_sequential_sums`` sums runs of up to 7 values left to right and longer ones with ``ndarray.sum``: numpy's
+    own rounding for every length (numpy switches to pairwise summation at 8 elements)."""
+    rng = np.random.default_rng(0)
+    values = rng.random(4000) * 10.0 ** rng.integers(-8, 8, 4000)
+    counts = np.tile(np.arange(1, 13), 25)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    expected = np.array([values[s: s + c].sum() for s, c in zip(starts, counts)])
+    sums = csebbs._sequential_sums(values, starts, counts)
+    assert np.array_equal(sums, expected)
+    sequential = np.array([sum(values[s: s + c].tolist()) for s, c in zip(starts, counts)])
+    assert not np.array_equal(sequential[counts == 8], expected[counts == 8])  # why the cut-off matters
+
+
+def test_cross_validation_defaults_are_five_folds_with_seed_zero():
+    """The evaluation's cross-validated cSEBBs number uses 5 folds drawn with seed 0 (docs/EVALUATION.md)."""
+    ids = [f"clip{i:02d}" for i in range(23)]
+    folds = csebbs.make_folds(ids)
+    assert len(folds) == 5 and sorted(sum(folds, [])) == ids and {len(f) for f in folds} == {4, 5}
+    order = np.random.default_rng(0).permutation(len(ids))
+    assert folds[0] == sorted(ids[i] for i in order[0::5])
