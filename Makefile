@@ -70,8 +70,8 @@ hear-validate: venv
 # pseudo-labels -> store -> ensemble -> evaluate). One BLAS thread per process is much faster for the tiny models'
 # small matrices on a small CPU. The T4 data only (demo-data also writes the HEAR task, which the demo does not use).
 demo: venv
-	$(PY) -m data_util.demo --out demo_data --preset small --workers 2 --reuse
 	$(PY) -m helpers.env_check
+	$(PY) -m data_util.demo --out demo_data --preset small --workers 2 --reuse
 	$(PY) -m ex_stage1 check_data with demo
 	$(PY) -m ex_stage2 check_data with demo
 	OMP_NUM_THREADS=1 $(PY) -m helpers.demo_recipe
