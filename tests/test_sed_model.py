@@ -160,14 +160,20 @@ def test_cnn_mel_rejects_bad_config():
     CNNMel(window_fn=torch.hamming_window, wkwargs={"periodic": False}, sample_rate=16000)
 
 
+def _noise_features(arch: str):
+    """CNN and transformer front-end features of two 10 s clips of noise drawn from the global RNG (callers seed it
+    and build their model first, so the draws follow the model's initialisation)."""
+    cnn_mel, frontend = create_frontends(arch)
+    wav = 0.1 * torch.randn(2, 160_000)
+    return cnn_mel(wav), frontend(wav)
+
+
 # ------------------------------------------------------------------------------------------ tiny variants
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_forward_backward(arch):
     torch.manual_seed(0)
     model = tiny_model(arch)
-    cnn_mel, frontend = create_frontends(arch)
-    wav = 0.1 * torch.randn(2, 160_000)
-    cnn_features, features = cnn_mel(wav), frontend(wav)
+    cnn_features, features = _noise_features(arch)
     strong, weak = model(cnn_features, features)
     assert strong.shape == (2, N_CLASSES, FRAMES) and weak.shape == (2, N_CLASSES)
     assert torch.isfinite(strong).all() and torch.isfinite(weak).all()
@@ -187,9 +193,7 @@ def test_tiny_forward_backward(arch):
 def test_heads_run_in_float32_under_autocast():
     torch.manual_seed(0)
     model = tiny_model("fpasst").eval()
-    cnn_mel, frontend = create_frontends("fpasst")
-    wav = 0.1 * torch.randn(2, 160_000)
-    cnn_features, features = cnn_mel(wav), frontend(wav)
+    cnn_features, features = _noise_features("fpasst")
     with torch.no_grad():
         strong_fp32, weak_fp32 = model(cnn_features, features)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -203,9 +207,7 @@ def test_heads_run_in_float32_under_autocast():
 def test_class_mask_and_mask_tuple():
     torch.manual_seed(0)
     model = tiny_model("atst_frame").eval()
-    cnn_mel, frontend = create_frontends("atst_frame")
-    wav = 0.1 * torch.randn(2, 160_000)
-    cnn_features, features = cnn_mel(wav), frontend(wav)
+    cnn_features, features = _noise_features("atst_frame")
     mask = class_mask(2)
     mask[1] = ~mask[1]  # a MAESTRO-like mask on the second clip
     with torch.no_grad():
@@ -290,9 +292,7 @@ def test_audioset_head_rule():
 def test_dropstep_only_in_training():
     torch.manual_seed(0)
     model = tiny_model("atst_frame", dropstep_recurrent=0.2, dropstep_recurrent_len=16, dropout=0.0)
-    cnn_mel, frontend = create_frontends("atst_frame")
-    wav = 0.1 * torch.randn(2, 160_000)
-    cnn_features, features = cnn_mel(wav), frontend(wav)
+    cnn_features, features = _noise_features("atst_frame")
     model.eval()
     with torch.no_grad():
         eval_a = model(cnn_features, features)[0]
@@ -337,9 +337,7 @@ def test_precomputed_transformer_tokens_replace_the_transformer():
     """Stage 1 computes the frozen transformer once: forward(..., transformer_tokens=t) uses t as as_model's output."""
     torch.manual_seed(0)
     model = tiny_model("atst_frame").eval()
-    cnn_mel, frontend = create_frontends("atst_frame")
-    wav = 0.1 * torch.randn(2, 160_000)
-    cnn_features, features = cnn_mel(wav), frontend(wav)
+    cnn_features, features = _noise_features("atst_frame")
     with torch.no_grad():
         tokens = model.as_model(features)
         expected = model(cnn_features, features, return_strong_logits=True)
