@@ -1,7 +1,9 @@
 """cSEBBs (helpers/evaluation/csebbs.py) against sebbs itself, and the end-to-end evaluation report."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from data_util.layout import SETS
 from helpers.evaluation import csebbs
 from helpers.evaluation.report import CSEBBsConfig, evaluate_predictions
 from helpers.evaluation.maestro import segment_scores
-from helpers.evaluation.metrics import PSDS1, psds
+from helpers.evaluation.metrics import PSDS1, PSDS2, psds
 from data_util.prediction_files import write_predictions
 from helpers.evaluation.scores import frame_timestamps, read_durations, read_ground_truth, scores_from_probabilities
 
@@ -234,3 +236,170 @@ def test_submission_tsv_text_equals_pandas():
     expected = StringIO()
     table.replace([-np.inf], 0.0).to_csv(expected, sep="\t", index=False)
     assert table_to_tsv(table) == expected.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- #
+# the tuner against sebbs' own candidates and selection (oracles for the mutation pass, docs/MUTATION.md)
+# --------------------------------------------------------------------------------------------- #
+FOUR_CANDIDATES = csebbs.CSEBBsGrid((0.38, 0.5), (0.2,), (2.0,))
+
+
+def _sebbs_selection(scores, gt, dur, candidates, audio_ids=None, settings=PSDS1, classwise=True):
+    """sebbs' ``select_best_psds`` over ``candidates`` [(step, abs, rel)], each predictor built and run by sebbs
+    (the classes set on each: sebbs 1.0.2's ``tune`` leaves them unset, see the bug test above)."""
+    from sebbs import csebbs as sebbs_csebbs
+
+    clip_scores = {c: scores[c] for c in gt}
+    runs = []
+    for step, t_abs, t_rel in candidates:
+        predictor = CSEBBsPredictor(step, t_abs, t_rel, sound_classes=CLASSES_DESED)
+        runs.append((predictor, predictor.predict(clip_scores)))
+    predictor, best = sebbs_csebbs.select_best_psds(
+        runs, gt, dur, audio_ids=audio_ids, dtc_threshold=settings.dtc_threshold, gtc_threshold=settings.gtc_threshold,
+        cttc_threshold=settings.cttc_threshold, alpha_ct=settings.alpha_ct, unit_of_time=settings.unit_of_time,
+        max_efpr=settings.max_efpr, classwise=classwise)
+    predictor.sound_classes = CLASSES_DESED
+    return predictor, best
+
+
+def test_grid_enumerates_candidates_in_sebbs_order(real):
+    """Selection keeps the first strictly best candidate, so the order decides ties: sebbs' own grid loop
+    (``sebbs.csebbs._run``: per step length, the absolute thresholds, then the relative ones) is the oracle."""
+    from sebbs import csebbs as sebbs_csebbs
+
+    ids, _, scores, _, _ = real
+    grid = csebbs.CSEBBsGrid((0.5, 0.38), (0.3, 0.15), (3.0, 1.5, 2.0))
+    runs = sebbs_csebbs._run({ids[0]: scores[ids[0]]}, list(grid.step_filter_lengths), grid.merge_thresholds_abs,
+                             grid.merge_thresholds_rel)
+    expected = [(p.step_filter_length, p.merge_threshold_abs, p.merge_threshold_rel) for p, _ in runs]
+    assert grid.candidates() == expected and len(expected) == 10
+    assert all(type(v) is float for candidate in grid.candidates() for v in candidate)
+    default = csebbs.CSEBBsGrid()  # the reference's grid (ex_stage2.eval_predictions; docs/EVALUATION.md)
+    assert (default.step_filter_lengths, default.merge_thresholds_abs, default.merge_thresholds_rel) == (
+        (0.38, 0.42, 0.46, 0.50, 0.54, 0.58, 0.62, 0.66), (0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3, 0.325),
+        (1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25))
+    assert default.classwise is True
+
+
+def test_tune_with_one_setting_for_all_classes_selects_what_sebbs_selects(real):
+    """``classwise=False``: every class gets the candidate of the best mean single-class PSDS."""
+    ids, _, scores, gt, dur = real
+    grid = csebbs.CSEBBsGrid((0.38, 0.5, 0.62), (0.2,), (2.0,), classwise=False)
+    ours = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_jobs=1, progress=False)
+    expected, best = _sebbs_selection(scores, gt, dur, grid.candidates(), classwise=False)
+    assert ours.predictor.to_dict() == expected.to_dict() and ours.best_values == best
+    assert len({ours.predictor.step_filter_length[c] for c in CLASSES_DESED}) == 1
+    assert len(set(best.values())) == 1
+    classwise = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=dataclasses.replace(grid, classwise=True),
+                            num_jobs=1, progress=False)
+    assert classwise.predictor.to_dict() != ours.predictor.to_dict()  # the case tells the two modes apart
+
+
+def test_tune_with_cross_trigger_settings_selects_what_sebbs_selects(real):
+    """PSDS2 settings: the cross-trigger criterion reads the other classes' events (unused by PSDS1)."""
+    ids, _, scores, gt, dur = real
+    grid = csebbs.CSEBBsGrid((0.38, 0.62), (0.2,), (2.0, 3.0))
+    ours = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, settings=PSDS2, num_jobs=1, progress=False)
+    expected, best = _sebbs_selection(scores, gt, dur, grid.candidates(), settings=PSDS2)
+    assert ours.predictor.to_dict() == expected.to_dict() and ours.best_values == best
+    psds1 = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_jobs=1, progress=False)
+    assert psds1.best_values != ours.best_values
+
+
+def test_parallel_tuning_equals_one_process(real):
+    ids, _, scores, gt, dur = real
+    one = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_jobs=1, progress=False)
+    two = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_jobs=2, progress=False)
+    assert two.predictor.to_dict() == one.predictor.to_dict() and two.best_values == one.best_values
+    np.testing.assert_array_equal(two.candidate_values, one.candidate_values)
+    assert one.candidate_values.shape == (4, len(CLASSES_DESED)) and np.isfinite(one.candidate_values).all()
+
+
+def test_cross_validation_equals_sebbs_per_fold(real):
+    """Each fold's predictor is sebbs' selection on the other folds; the held-out tables are sebbs' predictions
+    of that fold with its durations; the cross-validated PSDS1 is sed_scores_eval's on all of them."""
+    ids, _, scores, gt, dur = real
+    grid = csebbs.CSEBBsGrid((0.38, 0.5, 0.62), (0.2, 0.3), (2.0, 3.0))
+    result = csebbs.cross_validation(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_folds=3, seed=7,
+                                     num_jobs=1, progress=False)
+    assert result.folds == csebbs.make_folds(list(gt), 3, 7)
+    expected_tables = {}
+    for fold, predictor in zip(result.folds, result.predictors):
+        train = [c for c in gt if c not in fold]
+        expected, _ = _sebbs_selection(scores, gt, dur, grid.candidates(), audio_ids=train)
+        assert predictor.to_dict() == expected.to_dict()
+        boxes = expected.predict({c: scores[c] for c in fold})
+        expected_tables.update(sed_scores_from_sebbs(boxes, CLASSES_DESED, audio_duration={c: dur[c] for c in fold}))
+    assert list(result.score_tables) == list(gt)
+    for c in gt:
+        pd.testing.assert_frame_equal(result.score_tables[c], expected_tables[c], check_exact=True)
+    assert result.psds1 == pytest.approx(psds(expected_tables, gt, dur, PSDS1).value, abs=1e-12)
+    full, best = _sebbs_selection(scores, gt, dur, grid.candidates())
+    assert result.full.predictor.to_dict() == full.to_dict() and result.full.best_values == best
+    # the folds choose differently from the full set and from each other: a case that tells them apart
+    assert len({json.dumps(p.to_dict(), sort_keys=True) for p in result.predictors + [full]}) > 2
+
+
+def test_tuning_errors_and_worker_count(real, monkeypatch):
+    ids, _, scores, gt, dur = real
+    with pytest.raises(KeyError, match=r"1 annotated clips have no scores, e.g. \['" + ids[3]):
+        csebbs.tune({c: s for c, s in scores.items() if c != ids[3]}, gt, dur, classes=CLASSES_DESED,
+                    grid=FOUR_CANDIDATES, num_jobs=1, progress=False)
+    for bad in (1, len(ids) + 1):
+        with pytest.raises(ValueError, match=rf"num_folds must be in \[2, {len(ids)}\], got {bad}"):
+            csebbs.make_folds(ids, bad)
+    assert len(csebbs.make_folds(ids, 2)) == 2 and len(csebbs.make_folds(ids, len(ids))) == len(ids)
+    monkeypatch.setattr(csebbs.os, "cpu_count", lambda: 6)
+    assert [csebbs.resolve_num_jobs(n) for n in (None, 0, -1, 1, 3)] == [6, 6, 6, 1, 3]
+    monkeypatch.setattr(csebbs.os, "cpu_count", lambda: None)
+    assert csebbs.resolve_num_jobs(None) == 1
+
+
+def test_tuning_reports_progress_only_when_asked(real, caplog):
+    ids, _, scores, gt, dur = real
+    for progress in (True, False):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=csebbs.log.name):
+            csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_jobs=1, progress=progress)
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        if progress:
+            assert [line.split(" (")[0] for line in lines] == [
+                "cSEBBs tuning: 1/2 candidate groups done", "cSEBBs tuning: 2/2 candidate groups done"]
+        else:
+            assert lines == []
+
+
+def test_cross_validation_warns_when_a_class_has_no_events_outside_a_fold(real, caplog):
+    """20 clips, 3 folds drawn with seed 4: no Cat event outside fold 1 (sebbs' selection stops with an
+    assertion there); ours warns and that fold keeps the grid's first candidate for Cat."""
+    ids, _, scores, gt, dur = real
+    grid = csebbs.CSEBBsGrid((0.38, 0.5, 0.62), (0.2, 0.3), (2.0, 3.0))
+    with caplog.at_level(logging.WARNING, logger=csebbs.log.name):
+        result = csebbs.cross_validation(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_folds=3, seed=4,
+                                         num_jobs=1, progress=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("cSEBBs cross-validation fold 1: no events of ['Cat']")
+    first = grid.candidates()[0]
+    chosen = result.predictors[1].to_dict()
+    assert (chosen["step_filter_length"]["Cat"], chosen["merge_threshold_abs"]["Cat"],
+            chosen["merge_threshold_rel"]["Cat"]) == first
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=csebbs.log.name):
+        csebbs.cross_validation(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_folds=3, seed=7,
+                                num_jobs=1, progress=False)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("steps, workers, tasks", [(8, 1, 8), (8, 2, 8), (8, 9, 16), (8, 16, 16), (2, 3, 4),
+                                                   (2, 8, 8), (1, 64, 16), (3, 0, 3)])
+def test_tuning_tasks_cover_the_grid_once_and_keep_every_worker_busy(steps, workers, tasks):
+    """A step's thresholds are split only as far as needed to give each worker a task (every task repeats the
+    step's change-point detection), at most one threshold pair per task."""
+    grid = csebbs.CSEBBsGrid(csebbs.STEP_FILTER_LENGTHS[:steps])
+    got = csebbs._tasks(grid, workers)
+    assert len(got) == tasks
+    assert sorted((s, a, r) for s, chunk in got for a, r in chunk) == sorted(grid.candidates())
+    sizes = {len(chunk) for _, chunk in got}
+    assert max(sizes) - min(sizes) <= 1  # balanced
+    first = got[0][1]
+    assert first == grid.thresholds()[:: len(got) // steps]  # dealt round-robin: abs and rel thresholds mixed

@@ -490,14 +490,19 @@ def resolve_num_jobs(num_jobs: int | None) -> int:
     return max(1, os.cpu_count() or 1) if num_jobs is None or num_jobs <= 0 else int(num_jobs)
 
 
-def _grid_values(data: _TuningData, grid: CSEBBsGrid, num_jobs: int | None, progress: bool) -> np.ndarray:
-    """[candidates, 1 + folds, K] single-class PSDS of the whole grid, in ``grid.candidates()`` order."""
+def _tasks(grid: CSEBBsGrid, workers: int) -> list[tuple[float, list[tuple[float, float]]]]:
+    """(step, thresholds) tasks covering the grid once: each step's thresholds are dealt round-robin into as many
+    chunks as it takes to give every worker a task (each task repeats its step's change-point detection)."""
     thresholds = grid.thresholds()
-    workers = resolve_num_jobs(num_jobs)
-    # enough tasks to keep every worker busy; each task repeats the change-point detection of its step
     splits = max(1, min(len(thresholds), -(-workers // len(grid.step_filter_lengths))))
     chunks = [thresholds[i::splits] for i in range(splits)]
-    tasks = [(s, chunk) for s in grid.step_filter_lengths for chunk in chunks if chunk]
+    return [(step, chunk) for step in grid.step_filter_lengths for chunk in chunks]
+
+
+def _grid_values(data: _TuningData, grid: CSEBBsGrid, num_jobs: int | None, progress: bool) -> np.ndarray:
+    """[candidates, 1 + folds, K] single-class PSDS of the whole grid, in ``grid.candidates()`` order."""
+    workers = resolve_num_jobs(num_jobs)
+    tasks = _tasks(grid, workers)
     index = {(float(s), a, r): i for i, (s, a, r) in enumerate(grid.candidates())}
     values = np.full((len(index), 1 + len(data.fold_ids), len(data.classes)), np.nan)
     start = time.perf_counter()
@@ -574,6 +579,17 @@ def make_folds(clip_ids: Sequence[str], num_folds: int = DEFAULT_FOLDS, seed: in
     return [sorted(clip_ids[i] for i in order[f::num_folds]) for f in range(num_folds)]
 
 
+def _warn_untunable_classes(ground_truth, train_sets, classes: Sequence[str]) -> None:
+    """A class without events in a fold's tuning clips scores 0 for every candidate there, so that fold keeps the
+    grid's first candidate for it (sebbs' own selection stops with an assertion instead). Small sets only."""
+    for f, train in enumerate(train_sets):
+        present = {event[2] for clip in train for event in ground_truth[clip]}
+        absent = [c for c in classes if c not in present]
+        if absent:
+            log.warning("cSEBBs cross-validation fold %d: no events of %s outside the fold; these classes keep "
+                        "the grid's first candidate there (use fewer folds or more clips)", f, absent)
+
+
 @dataclass
 class CrossValidationResult:
     predictors: list[CSEBBsPredictor]  # predictor tuned without fold f, applied to fold f
@@ -605,6 +621,7 @@ def cross_validation(
     gt, dur = events_only(ground_truth, durations)
     folds = make_folds(list(gt.keys()), num_folds, seed)
     train_sets = [[c for c in gt if c not in set(fold)] for fold in folds]
+    _warn_untunable_classes(gt, train_sets, classes)
     data = _prepare(scores, gt, dur, classes, settings, train_sets)
     values = _grid_values(data, grid, num_jobs, progress)
     candidates = grid.candidates()
