@@ -302,6 +302,15 @@ def test_tune_with_cross_trigger_settings_selects_what_sebbs_selects(real):
     ours = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, settings=PSDS2, num_jobs=1, progress=False)
     expected, best = _sebbs_selection(scores, gt, dur, grid.candidates(), settings=PSDS2)
     assert ours.predictor.to_dict() == expected.to_dict() and ours.best_values == best
+    library, library_best = csebbs.library_tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, settings=PSDS2)
+    assert library.to_dict() == expected.to_dict() and library_best == best
+    # every setting reaches both paths: a false-positive-rate limit per minute changes the values
+    other = dataclasses.replace(PSDS2, max_efpr=20.0, unit_of_time="minute")
+    ours_other = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, settings=other, num_jobs=1,
+                             progress=False)
+    library_other = csebbs.library_tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, settings=other)
+    assert ours_other.predictor.to_dict() == library_other[0].to_dict() and ours_other.best_values == library_other[1]
+    assert ours_other.best_values != ours.best_values
     psds1 = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_jobs=1, progress=False)
     assert psds1.best_values != ours.best_values
 
@@ -403,3 +412,63 @@ def test_tuning_tasks_cover_the_grid_once_and_keep_every_worker_busy(steps, work
     assert max(sizes) - min(sizes) <= 1  # balanced
     first = got[0][1]
     assert first == grid.thresholds()[:: len(got) // steps]  # dealt round-robin: abs and rel thresholds mixed
+
+
+def test_float32_scores_give_the_boxes_of_their_float64_values(real):
+    """Score tables or probabilities in float32 (as stored in HDF5) are widened first: every step runs in float64
+    like sebbs on tables read from tsv."""
+    ids, probabilities, scores, _, _ = real
+    predictor = CSEBBsPredictor(0.46, np.inf, 2.25, sound_classes=CLASSES_DESED)
+    narrow = {c: t.astype(np.float32) for c, t in scores.items()}
+    widened = {c: t.astype(np.float64) for c, t in narrow.items()}
+    ids_narrow, narrow_boxes = csebbs.predict_boxes(predictor, narrow)
+    ids_wide, wide_boxes = csebbs.predict_boxes(predictor, widened)
+    assert ids_narrow == ids_wide
+    for f in ("clip", "cls", "onset", "offset", "confidence"):
+        assert getattr(narrow_boxes, f).dtype == getattr(wide_boxes, f).dtype
+        np.testing.assert_array_equal(getattr(narrow_boxes, f), getattr(wide_boxes, f))
+    rng = np.random.default_rng(3)
+    full = np.concatenate((probabilities, rng.random((len(ids), 156, len(MAESTRO_CLASSES)))), axis=2)
+    full32 = full.astype(np.float32)
+    got = csebbs.apply_to_predictions(predictor, ids, full32)
+    expected = csebbs.apply_to_predictions(predictor, ids, full32.astype(np.float64))
+    for clip in ids:
+        pd.testing.assert_frame_equal(got[clip], expected[clip], check_exact=True)
+
+
+def test_apply_to_predictions_returns_the_class_order_whatever_the_box_classes(real):
+    ids, probabilities, _, _, _ = real
+    full = np.concatenate((probabilities, np.full((len(ids), 156, len(MAESTRO_CLASSES)), 0.25)), axis=2)
+    reversed_desed = CLASSES_DESED[::-1]
+    predictor = CSEBBsPredictor(0.46, np.inf, 2.25, sound_classes=reversed_desed)
+    got = csebbs.apply_to_predictions(predictor, ids[:3], full[:3], box_classes=reversed_desed)
+    expected = csebbs.apply_to_predictions(predictor, ids[:3], full[:3])
+    for clip in ids[:3]:
+        assert list(got[clip].columns) == ["onset", "offset", *CLASSES]
+        pd.testing.assert_frame_equal(got[clip], expected[clip], check_exact=True)
+
+
+def test_one_job_tunes_in_this_process_and_results_carry_values_and_time(real, monkeypatch, caplog):
+    """``num_jobs=1`` never starts a process pool (sandboxes, notebooks); progress is logged by default;
+    the results hold the candidate values and the wall time of the call."""
+    import time
+
+    ids, _, scores, gt, dur = real
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started with num_jobs=1")
+
+    monkeypatch.setattr(csebbs, "ProcessPoolExecutor", no_pool)
+    with caplog.at_level(logging.INFO, logger=csebbs.log.name):
+        start = time.perf_counter()
+        tuned = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_jobs=1)
+        middle = time.perf_counter()
+        cv = csebbs.cross_validation(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_folds=3,
+                                     seed=7, num_jobs=1)
+        end = time.perf_counter()
+    progress = [r for r in caplog.records if r.levelno == logging.INFO and "candidate groups done" in r.getMessage()]
+    assert len(progress) == 4  # two groups (step lengths) per call
+    assert 0.0 < tuned.seconds <= middle - start and 0.0 < cv.full.seconds <= end - middle
+    assert cv.full.candidate_values.shape == tuned.candidate_values.shape == (4, len(CLASSES_DESED))
+    np.testing.assert_array_equal(cv.full.candidate_values, tuned.candidate_values)
+    assert cv.full.best_values == tuned.best_values
