@@ -472,3 +472,24 @@ def test_one_job_tunes_in_this_process_and_results_carry_values_and_time(real, m
     assert cv.full.candidate_values.shape == tuned.candidate_values.shape == (4, len(CLASSES_DESED))
     np.testing.assert_array_equal(cv.full.candidate_values, tuned.candidate_values)
     assert cv.full.best_values == tuned.best_values
+
+
+def test_parallel_tuning_forks_one_worker_per_task_at_most(real, monkeypatch, caplog):
+    """Workers are forked (no re-import of the caller's main module: scripts without a ``__main__`` guard work),
+    never more than there are tasks, and progress is logged per finished task as in one process."""
+    ids, _, scores, gt, dur = real
+    pools = []
+    real_pool = csebbs.ProcessPoolExecutor
+
+    def recording_pool(*args, **kwargs):
+        pools.append(kwargs)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(csebbs, "ProcessPoolExecutor", recording_pool)
+    with caplog.at_level(logging.INFO, logger=csebbs.log.name):
+        tuned = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=FOUR_CANDIDATES, num_jobs=8)
+    assert len(pools) == 1 and pools[0]["max_workers"] == 4  # 2 steps x 2 threshold pairs: 4 tasks
+    assert pools[0]["mp_context"].get_start_method() == "fork"
+    lines = sorted(r.getMessage().split(" (")[0] for r in caplog.records if r.levelno == logging.INFO)
+    assert lines == [f"cSEBBs tuning: {i}/4 candidate groups done" for i in (1, 2, 3, 4)]
+    assert np.isfinite(tuned.candidate_values).all()
