@@ -288,6 +288,8 @@ def test_tune_with_one_setting_for_all_classes_selects_what_sebbs_selects(real):
     ours = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid, num_jobs=1, progress=False)
     expected, best = _sebbs_selection(scores, gt, dur, grid.candidates(), classwise=False)
     assert ours.predictor.to_dict() == expected.to_dict() and ours.best_values == best
+    library, library_best = csebbs.library_tune(scores, gt, dur, classes=CLASSES_DESED, grid=grid)
+    assert library.to_dict() == expected.to_dict() and library_best == best
     assert len({ours.predictor.step_filter_length[c] for c in CLASSES_DESED}) == 1
     assert len(set(best.values())) == 1
     classwise = csebbs.tune(scores, gt, dur, classes=CLASSES_DESED, grid=dataclasses.replace(grid, classwise=True),
